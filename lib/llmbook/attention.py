@@ -1,0 +1,128 @@
+"""Causal multi-head self-attention with a key/value cache (introduced in chapter 5).
+
+One projection makes queries, keys and values for every head at once (GPT-2's
+``c_attn``), the heads attend in parallel, and ``c_proj`` mixes them back together.
+The fused kernel ``torch.nn.functional.scaled_dot_product_attention`` does the work by
+default; ``attn_impl="explicit"`` spells out the masked softmax so chapters can look
+at the attention weights and benchmarks can measure what fusion buys.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from llmbook.config import GPTConfig
+
+
+class KVCache:
+    """Keys and values of the tokens seen so far, one slot per layer.
+
+    Generation appends one token at a time; without a cache every step recomputes the
+    keys and values of the whole prefix, which is quadratic work for a linear output.
+    """
+
+    def __init__(self, n_layer: int) -> None:
+        self.keys: list[torch.Tensor | None] = [None] * n_layer
+        self.values: list[torch.Tensor | None] = [None] * n_layer
+
+    @property
+    def length(self) -> int:
+        k = self.keys[0]
+        return 0 if k is None else k.shape[-2]
+
+    def append(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        old_k, old_v = self.keys[layer], self.values[layer]
+        if old_k is not None:
+            k = torch.cat([old_k, k], dim=-2)
+            v = torch.cat([old_v, v], dim=-2)
+        self.keys[layer], self.values[layer] = k, v
+        return k, v
+
+
+def causal_mask(t_query: int, t_key: int, device: torch.device | None = None) -> torch.Tensor:
+    """Boolean (t_query, t_key) mask, True where a query may look.
+
+    The queries are the last ``t_query`` positions of ``t_key``, so with a cache the new
+    tokens may see every cached token and the new ones up to themselves.
+    """
+    offset = t_key - t_query
+    q = torch.arange(t_query, device=device).unsqueeze(1) + offset
+    k = torch.arange(t_key, device=device).unsqueeze(0)
+    return k <= q
+
+
+def explicit_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    mask: torch.Tensor,
+    dropout_p: float = 0.0,
+    training: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Attention written out: scores, mask, softmax, weighted sum. Returns (out, weights)."""
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+    scores = scores.masked_fill(~mask, float("-inf"))
+    weights = torch.softmax(scores, dim=-1)
+    dropped = F.dropout(weights, p=dropout_p, training=training)
+    return dropped @ v, weights
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.n_head = config.n_head
+        self.n_embd = config.n_embd
+        self.dropout = config.dropout
+        self.attn_impl = config.attn_impl
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.resid_dropout = nn.Dropout(config.dropout)
+        # The weights of the last forward pass, kept only when asked (for plots).
+        self.keep_weights = False
+        self.last_weights: torch.Tensor | None = None
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        cache: KVCache | None = None,
+        layer: int = 0,
+        key_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """``key_mask`` (B, T_key), True for real tokens, hides left padding in a batch."""
+        B, T, C = x.shape
+        q, k, v = self.c_attn(x).split(self.n_embd, dim=2)
+        # (B, T, C) -> (B, n_head, T, head_dim)
+        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
+        if cache is not None:
+            k, v = cache.append(layer, k, v)
+        t_key = k.shape[-2]
+        dropout_p = self.dropout if self.training else 0.0
+
+        if self.attn_impl == "sdpa" and key_mask is None and not self.keep_weights:
+            if T == t_key:
+                y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
+            elif T == 1:  # one new token may see everything before it
+                y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p)
+            else:
+                mask = causal_mask(T, t_key, x.device)
+                y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
+        else:
+            mask = causal_mask(T, t_key, x.device)
+            if key_mask is not None:
+                # Padding positions may not be looked at, but every query keeps itself
+                # so that a row of pure padding never softmaxes over nothing.
+                self_pos = torch.arange(t_key - T, t_key, device=x.device).unsqueeze(1)
+                diagonal = torch.arange(t_key, device=x.device).unsqueeze(0) == self_pos
+                mask = (mask & key_mask[:, None, None, :]) | diagonal
+            if self.attn_impl == "sdpa" and not self.keep_weights:
+                y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
+            else:
+                y, weights = explicit_attention(q, k, v, mask, dropout_p, self.training)
+                if self.keep_weights:
+                    self.last_weights = weights.detach()
+        y = y.transpose(1, 2).contiguous().view(B, T, C)
+        return self.resid_dropout(self.c_proj(y))

@@ -1,0 +1,146 @@
+"""The GPT model: embeddings, transformer blocks, final norm, tied output head (chapter 7).
+
+Module names follow OpenAI's GPT-2 checkpoint (``wte``, ``wpe``, ``h``, ``ln_f``,
+``attn``, ``mlp``, ``lm_head``) so that loading their weights is a short, explicit
+mapping (see ``llmbook.weights``). Initialisation follows GPT-2: normal(0, 0.02)
+everywhere, with the projections that write into the residual stream scaled down by
+1/sqrt(2 * n_layer) so the stream's variance does not grow with depth.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from llmbook.attention import CausalSelfAttention, KVCache
+from llmbook.config import GPTConfig, count_parameters
+
+IGNORE_INDEX = -100  # targets with this value add nothing to the loss (padding, prompts)
+
+
+class MLP(nn.Module):
+    """The feed-forward block: widen 4x, GELU (GPT-2's tanh approximation), narrow back."""
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
+        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.c_proj(F.gelu(self.c_fc(x), approximate="tanh")))
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block: x + attn(ln(x)), then x + mlp(ln(x))."""
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon)
+        self.attn = CausalSelfAttention(config)
+        self.ln_2 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon)
+        self.mlp = MLP(config)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        cache: KVCache | None = None,
+        layer: int = 0,
+        key_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), cache=cache, layer=layer, key_mask=key_mask)
+        return x + self.mlp(self.ln_2(x))
+
+
+class GPT(nn.Module):
+    """A decoder-only transformer language model in GPT-2's layout."""
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.wte = nn.Embedding(config.vocab_size, config.n_embd)
+        self.wpe = nn.Embedding(config.n_positions, config.n_embd)
+        self.drop = nn.Dropout(config.dropout)
+        self.h = nn.ModuleList(Block(config) for _ in range(config.n_layer))
+        self.ln_f = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon)
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        if config.tie_word_embeddings:
+            self.lm_head.weight = self.wte.weight
+        self.apply(self._init_weights)
+        residual_std = 0.02 / math.sqrt(2 * config.n_layer)
+        for name, p in self.named_parameters():
+            if name.endswith("c_proj.weight"):
+                nn.init.normal_(p, mean=0.0, std=residual_std)
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def num_parameters(self, non_embedding: bool = False) -> int:
+        """Unique parameters (a tied matrix counts once); optionally without wte/wpe."""
+        n = sum(p.numel() for p in self.parameters())
+        if non_embedding:
+            n -= self.wte.weight.numel() + self.wpe.weight.numel()
+        return n
+
+    def forward(
+        self,
+        idx: torch.Tensor,
+        targets: torch.Tensor | None = None,
+        cache: KVCache | None = None,
+        key_mask: torch.Tensor | None = None,
+        positions: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Logits for every position, and the mean cross-entropy when targets are given.
+
+        idx: (B, T) token ids. targets: (B, T) next-token ids, ``-100`` to ignore.
+        With a ``cache`` the tokens continue the cached ones. ``positions`` (B, T)
+        overrides the position ids (generation uses it to skip left padding).
+        """
+        if idx.dim() != 2:
+            raise ValueError(f"idx must be a (batch, time) tensor of token ids, got shape {tuple(idx.shape)}")
+        B, T = idx.shape
+        past = cache.length if cache is not None else 0
+        if past + T > self.config.n_positions:
+            raise ValueError(
+                f"sequence of {past + T} tokens is longer than the context window "
+                f"(n_positions={self.config.n_positions}); crop the input to the last "
+                f"{self.config.n_positions} tokens or use a model with a longer context"
+            )
+        if positions is None:
+            positions = torch.arange(past, past + T, device=idx.device).unsqueeze(0)
+        x = self.drop(self.wte(idx) + self.wpe(positions))
+        for i, block in enumerate(self.h):
+            x = block(x, cache=cache, layer=i, key_mask=key_mask)
+        logits = self.lm_head(self.ln_f(x))
+        loss = None
+        if targets is not None:
+            if targets.shape != idx.shape:
+                raise ValueError(f"targets shape {tuple(targets.shape)} must match idx shape {tuple(idx.shape)}")
+            loss = F.cross_entropy(
+                logits.float().view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=IGNORE_INDEX
+            )
+        return logits, loss
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides: object) -> GPT:
+        """A randomly initialised model of a named shape, e.g. ``GPT.from_preset("char-small")``."""
+        return cls(GPTConfig.from_preset(name, **overrides))
+
+    @classmethod
+    def from_pretrained(cls, source: str, device: str | torch.device = "cpu") -> GPT:
+        """OpenAI's GPT-2 weights by name (``gpt2`` ... ``gpt2-xl``) or from a local folder."""
+        from llmbook.weights import load_hf_gpt2  # weights imports model; import late
+
+        return load_hf_gpt2(source, device=device)
+
+
+__all__ = ["GPT", "Block", "MLP", "IGNORE_INDEX", "count_parameters"]
