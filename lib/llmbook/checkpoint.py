@@ -131,7 +131,10 @@ class Checkpoint:
         for name, t in self.optimizer_tensors.items():
             _, pid, key = name.split(".", 2)
             state.setdefault(int(pid), {})[key] = t
-        optimizer.load_state_dict({"state": state, "param_groups": self.optimizer["param_groups"]})
+        # JSON turned tuples (AdamW's betas) into lists; give them back their type.
+        groups = [{k: tuple(v) if isinstance(v, list) and k != "params" else v for k, v in g.items()}
+                  for g in self.optimizer["param_groups"]]
+        optimizer.load_state_dict({"state": state, "param_groups": groups})
 
     def restore_rng(self) -> None:
         if "rng.cpu" in self.rng:

@@ -41,7 +41,7 @@ class TrainConfig:
     seed: int = 0
     precision: str = "auto"  # "auto" (bf16 on GPUs that have it), "fp32" or "bf16"
     progress: bool = True
-    checkpoint_path: str | None = None  # where to save; None saves nothing
+    checkpoint_path: str | None = None  # where to save; "{step}" in it keeps one file per save
     checkpoint_interval: int | None = None  # default: at the end only
 
     def __post_init__(self) -> None:
@@ -250,7 +250,7 @@ def train(
         if cfg.checkpoint_path and (
             done == cfg.max_steps or (cfg.checkpoint_interval and done % cfg.checkpoint_interval == 0)
         ):
-            save_checkpoint(cfg.checkpoint_path, model, optimizer, step=done, history=history,
+            save_checkpoint(str(cfg.checkpoint_path).format(step=done), model, optimizer, step=done, history=history,
                             extra={"train_config": asdict(cfg)})
     bar.close()
     model.eval()

@@ -1,0 +1,382 @@
+"""The machinery behind every graded exercise: a registry of checks and ``check(...)``.
+
+An exercise notebook hands the learner's answer to ``check("concept.name", answer)``.
+The check runs the answer against a reference inside a time limit, turns anything that
+goes wrong (a wrong value, an exception, a hang) into feedback the learner can act on,
+and never raises itself, so that a notebook run top to bottom always reaches the next
+exercise.
+
+The same checks do the grading. When the environment variable ``LLMBOOK_GRADE_REPORT``
+names a file, every check appends one JSON line to it and syncs it to disk at once; the
+grader (``llmbook.exercises.grader``) reads only that file, never the notebook's printed
+output, so a learner's ``print("✅ passed")`` scores nothing and a kernel that crashes
+later keeps the results already written.
+
+Checks for each chapter live in their own module named by concept (``intro`` for
+chapter 1, ...). They register themselves with the ``@register`` decorator when their
+module is imported; ``registry()`` imports every such module on first use, which keeps
+``import llmbook.exercises`` itself light and free of side effects.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import math
+import numbers
+import os
+import pkgutil
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from typing import Any
+
+REPORT_ENV = "LLMBOOK_GRADE_REPORT"
+"""Environment variable naming the JSON-lines file that checks append their results to."""
+
+TIMEOUT_ENV = "LLMBOOK_CHECK_TIMEOUT"
+"""Environment variable (seconds) that replaces every check's default time limit.
+
+The grader sets it (``--check-timeout``) so that tests and instructors can grade quickly
+without editing the registry."""
+
+DEFAULT_TIME_LIMIT = 20.0
+
+# Modules of this package that hold machinery, not checks; every other module is a
+# chapter's check module and is imported by ``registry()``.
+_NOT_CHECK_MODULES = frozenset({"core", "grader", "make"})
+
+
+class CheckFailed(Exception):
+    """Raised inside a checker when the answer is wrong; the message is the feedback."""
+
+
+class NotWritten(Exception):
+    """The learner's code raised ``NotImplementedError``: the exercise is still a stub."""
+
+
+class CheckTimeout(BaseException):
+    """Raised by the SIGALRM handler when a check runs past its time limit.
+
+    It derives from ``BaseException`` so that a learner's ``except Exception:`` cannot
+    swallow it and keep the loop that is hanging alive.
+    """
+
+
+@dataclass(frozen=True)
+class Check:
+    """One registered exercise check."""
+
+    name: str
+    checker: Callable[[Any], str | None]
+    chapter: str
+    points: int = 1
+    time_limit: float = DEFAULT_TIME_LIMIT
+    title: str = ""
+
+
+@dataclass
+class CheckResult:
+    """What ``check`` returns: enough to show the learner and to grade."""
+
+    name: str
+    passed: bool
+    points: int
+    max_points: int
+    feedback: str
+    seconds: float
+
+    def __bool__(self) -> bool:
+        return self.passed
+
+    def __repr__(self) -> str:
+        state = "passed" if self.passed else "not passed yet"
+        return f"<CheckResult {self.name}: {state}, {self.points}/{self.max_points} points>"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+_REGISTRY: dict[str, Check] = {}
+_modules_loaded = False
+
+
+def register(
+    name: str,
+    *,
+    chapter: str,
+    points: int = 1,
+    time_limit: float = DEFAULT_TIME_LIMIT,
+    title: str = "",
+) -> Callable[[Callable[[Any], str | None]], Callable[[Any], str | None]]:
+    """Decorator that adds a checker to the registry under ``name``.
+
+    A checker takes the learner's answer, raises ``CheckFailed`` with actionable feedback
+    when it is wrong, and otherwise returns a short message saying what was verified.
+    """
+    if "." not in name:
+        raise ValueError(f"check names look like 'concept.exercise', got {name!r}")
+
+    def decorate(checker: Callable[[Any], str | None]) -> Callable[[Any], str | None]:
+        if name in _REGISTRY and _REGISTRY[name].checker is not checker:
+            raise ValueError(f"a check named {name!r} is already registered")
+        _REGISTRY[name] = Check(name, checker, chapter, points, time_limit, title)
+        return checker
+
+    return decorate
+
+
+def _load_check_modules() -> None:
+    """Import every chapter check module of this package (once), so they register."""
+    global _modules_loaded
+    if _modules_loaded:
+        return
+    package = __name__.rpartition(".")[0]
+    path = sys.modules[package].__path__
+    for info in sorted(pkgutil.iter_modules(path), key=lambda m: m.name):
+        if info.name not in _NOT_CHECK_MODULES and not info.name.startswith("_"):
+            importlib.import_module(f"{package}.{info.name}")
+    _modules_loaded = True
+
+
+def registry() -> dict[str, Check]:
+    """All registered checks by name (importing the chapter check modules on first use)."""
+    _load_check_modules()
+    return dict(_REGISTRY)
+
+
+def checks_for_chapter(chapter: str) -> list[Check]:
+    """The checks of one chapter (``"01"``), in name order: what a grader expects to see."""
+    chapter = normalise_chapter(chapter)
+    return sorted(
+        (c for c in registry().values() if c.chapter == chapter), key=lambda c: c.name
+    )
+
+
+def normalise_chapter(chapter: str | int) -> str:
+    """``1``, ``"1"`` and ``"01"`` all mean chapter ``"01"``."""
+    text = str(chapter).strip()
+    return f"{int(text):02d}" if text.isdigit() else text
+
+
+def _lookup(name: str) -> Check:
+    checks = registry()
+    if name in checks:
+        return checks[name]
+    prefix = name.partition(".")[0]
+    same_concept = sorted(n for n in checks if n.partition(".")[0] == prefix)
+    if same_concept:
+        chapter = checks[same_concept[0]].chapter
+        hint = f"Known checks of chapter {chapter}: {', '.join(same_concept)}."
+    else:
+        by_chapter: dict[str, list[str]] = {}
+        for check_ in checks.values():
+            by_chapter.setdefault(check_.chapter, []).append(check_.name)
+        listing = "; ".join(
+            f"chapter {ch}: {', '.join(sorted(names))}" for ch, names in sorted(by_chapter.items())
+        )
+        hint = f"Known checks: {listing or 'none'}."
+    raise KeyError(f"there is no check named {name!r}. {hint} Is there a typo in the name?")
+
+
+# --------------------------------------------------------------------------- time limits
+
+
+@contextmanager
+def time_limit(seconds: float | None) -> Iterator[None]:
+    """Raise ``CheckTimeout`` in the code inside if it runs longer than ``seconds``.
+
+    Uses a real-time interval timer and SIGALRM, which only works on the main thread of a
+    Unix process; that is exactly where a Jupyter kernel runs notebook code. Elsewhere
+    (Windows, a worker thread) it runs without a limit, and the grader's per-cell timeout
+    is the backstop. The timer keeps firing every second after the deadline so that a
+    learner's bare ``except:`` cannot swallow the first alarm and hang on. The previous
+    handler and any previous timer are always restored.
+    """
+    usable = (
+        seconds is not None
+        and seconds > 0
+        and hasattr(signal, "setitimer")
+        and threading.current_thread() is threading.main_thread()
+    )
+    if not usable:
+        yield
+        return
+    armed = {"on": True}
+
+    def on_alarm(signum: int, frame: Any) -> None:
+        if armed["on"]:
+            raise CheckTimeout()
+
+    started = time.monotonic()
+    previous_handler = signal.signal(signal.SIGALRM, on_alarm)
+    previous_delay, previous_interval = signal.setitimer(signal.ITIMER_REAL, seconds, 1.0)
+    try:
+        yield
+    finally:
+        armed["on"] = False
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous_handler)
+        if previous_delay > 0:  # someone else's timer was running: give it back its time
+            left = max(previous_delay - (time.monotonic() - started), 1e-3)
+            signal.setitimer(signal.ITIMER_REAL, left, previous_interval)
+
+
+def _effective_limit(check_: Check, timeout: float | None) -> float | None:
+    if timeout is not None:
+        return timeout
+    from_env = os.environ.get(TIMEOUT_ENV, "").strip()
+    if from_env:
+        try:
+            return float(from_env)
+        except ValueError:
+            pass
+    return check_.time_limit
+
+
+# --------------------------------------------------------------------------- helpers for checkers
+
+
+def call(fn: Any, *args: Any, label: str) -> Any:
+    """Call the learner's ``fn`` and explain any exception in terms of the call that failed.
+
+    ``label`` is the call as the learner would write it, e.g. ``encode('hi', stoi)``.
+    """
+    if not callable(fn):
+        raise CheckFailed(
+            f"Expected a function to call as {label}, but got {describe(fn)}. "
+            f"Pass the function itself (its name without parentheses)."
+        )
+    try:
+        return fn(*args)
+    except NotImplementedError as err:
+        raise NotWritten(str(err)) from None
+    except CheckFailed:
+        raise
+    except Exception as err:  # the learner's bug, reported rather than raised
+        raise CheckFailed(
+            f"Calling {label} raised {type(err).__name__}: {err}\n"
+            f"Read the error message, fix the function, re-run its cell, then run this check again."
+        ) from None
+
+
+def describe(value: Any, limit: int = 200) -> str:
+    """A short, readable rendering of a value for feedback: type and (trimmed) repr."""
+    try:
+        import torch
+
+        if isinstance(value, torch.Tensor):
+            with_values = repr(value) if value.numel() <= 12 else f"values {_trim(value, limit)}"
+            return f"a tensor of shape {tuple(value.shape)}, dtype {value.dtype}: {with_values}"
+    except ImportError:  # pragma: no cover - torch is a dependency
+        pass
+    text = _trim(value, limit)
+    return f"{text} (a {type(value).__name__})"
+
+
+def _trim(value: Any, limit: int) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def is_int(value: Any) -> bool:
+    """True for Python and NumPy integers, False for bools (which are ints in Python)."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def close(a: float, b: float, rel: float = 1e-6, abs_: float = 1e-9) -> bool:
+    """Float comparison used by checks: tolerant of float32 arithmetic, not of mistakes."""
+    return math.isclose(a, b, rel_tol=rel, abs_tol=abs_)
+
+
+# --------------------------------------------------------------------------- check()
+
+
+def _run(check_: Check, answer: Any, limit: float | None) -> tuple[bool, str]:
+    """Run one checker and turn every outcome into (passed, feedback). Never raises."""
+    try:
+        with time_limit(limit):
+            message = check_.checker(answer)
+        return True, message or "All cases match the reference."
+    except CheckTimeout:
+        return False, (
+            f"Your code took longer than {limit:g} s and was stopped. Look for a loop that "
+            f"never ends (a `while` whose condition never becomes false) or work that grows "
+            f"far faster than needed."
+        )
+    except NotWritten:
+        return False, (
+            "You have not written this yet: replace the line "
+            "`raise NotImplementedError(...)` with your code, run that cell, then run this "
+            "check again."
+        )
+    except NotImplementedError:
+        return False, (
+            "You have not written this yet: your code still raises NotImplementedError."
+        )
+    except CheckFailed as failure:
+        return False, str(failure)
+    except KeyboardInterrupt:
+        return False, "The check was interrupted before it finished; run it again."
+    except Exception as err:  # a wrong type that upset the checker, or a checker bug
+        return False, (
+            f"Checking your answer raised {type(err).__name__}: {err}. This usually means "
+            f"the answer has an unexpected type or shape; compare it with the task's example."
+        )
+
+
+def _append_report(result: CheckResult) -> None:
+    """Append one JSON line to the grading report file and force it to disk at once."""
+    path = os.environ.get(REPORT_ENV)
+    if not path:
+        return
+    line = json.dumps(result.to_dict(), ensure_ascii=False) + "\n"
+    try:
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(line)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as err:  # grading bookkeeping must not break the learner's notebook
+        print(f"(could not write the grading report {path}: {err})", file=sys.stderr)
+
+
+def _format(result: CheckResult) -> str:
+    plural = "" if result.max_points == 1 else "s"
+    score = f"{result.points}/{result.max_points} point{plural}"
+    if result.passed:
+        head = f"✅ {result.name}: passed ({score}, {result.seconds:.2f} s)."
+    else:
+        head = f"❌ {result.name}: not passed yet ({score})."
+    body = "\n".join("   " + line for line in result.feedback.splitlines())
+    return f"{head}\n{body}" if body else head
+
+
+def check(name: str, answer: Any, *, timeout: float | None = None) -> CheckResult:
+    """Check a learner's answer to the exercise ``name`` and print friendly feedback.
+
+    ``answer`` is whatever the exercise asks for (usually the function just written).
+    ``timeout`` overrides the check's time limit in seconds. The result is returned,
+    printed, and, when grading, appended to the report file. Only an unknown ``name``
+    raises (a ``KeyError`` listing the known checks), because that is the notebook
+    author's mistake rather than the learner's.
+    """
+    check_ = _lookup(name)
+    limit = _effective_limit(check_, timeout)
+    started = time.perf_counter()
+    passed, feedback = _run(check_, answer, limit)
+    seconds = time.perf_counter() - started
+    result = CheckResult(
+        name=name,
+        passed=passed,
+        points=check_.points if passed else 0,
+        max_points=check_.points,
+        feedback=feedback,
+        seconds=round(seconds, 4),
+    )
+    _append_report(result)
+    print(_format(result), flush=True)
+    return result
