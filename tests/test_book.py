@@ -1,0 +1,111 @@
+"""Book hygiene: the table of contents, stripped notebooks, the Colab set-up cell, links."""
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOK_DIRS = ("chapters", "exercises", "solutions")
+CONFIG = yaml.safe_load((ROOT / "_config.yml").read_text())
+TOC = yaml.safe_load((ROOT / "_toc.yml").read_text())
+NOTEBOOKS = sorted(p for d in NOTEBOOK_DIRS for p in (ROOT / d).glob("*.ipynb"))
+
+
+def toc_files(node=TOC):
+    if isinstance(node, dict):
+        if "file" in node:
+            yield node["file"]
+        if "root" in node:
+            yield node["root"]
+        for value in node.values():
+            yield from toc_files(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from toc_files(item)
+
+
+def load(path):
+    return json.loads(path.read_text())
+
+
+def code_cells(nb):
+    return [c for c in nb["cells"] if c["cell_type"] == "code"]
+
+
+def test_there_are_notebooks():
+    assert any(p.parent.name == "chapters" for p in NOTEBOOKS)
+
+
+def test_every_notebook_is_in_the_toc_and_every_toc_entry_exists():
+    listed = set(toc_files())
+    for nb in NOTEBOOKS:
+        assert str(nb.relative_to(ROOT).with_suffix("")) in listed, f"{nb.name} is missing from _toc.yml"
+    for entry in listed:
+        matches = [p for p in ROOT.glob(entry + ".*") if p.suffix in (".md", ".ipynb")]
+        assert matches, f"_toc.yml lists {entry}, which does not exist"
+
+
+def test_chapters_have_exercises_and_solutions():
+    for ch in (ROOT / "chapters").glob("*.ipynb"):
+        assert (ROOT / "solutions" / ch.name).is_file(), f"no solutions/{ch.name}"
+        assert (ROOT / "exercises" / ch.name).is_file(), f"no exercises/{ch.name}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_notebook_is_committed_without_outputs(path):
+    for cell in code_cells(load(path)):
+        assert cell.get("outputs") == [], f"{path.name}: a cell has outputs; strip them before committing"
+        assert cell.get("execution_count") is None, f"{path.name}: a cell has an execution count"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_first_cell_installs_the_library_in_colab_only(path):
+    first = "".join(code_cells(load(path))[0]["source"])
+    repo = CONFIG["repository"]["url"]
+    assert 'if "google.colab" in sys.modules:' in first, f"{path.name}: first code cell is not the Colab set-up"
+    assert f"git+{repo}" in first, f"{path.name}: the set-up cell must install from {repo} (_config.yml)"
+    body = [ln for ln in first.splitlines() if ln.strip() and not ln.startswith("#")]
+    assert all(ln.startswith(("import sys", "if ", "    ")) for ln in body), "set-up cell must do nothing outside Colab"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_notebook_metadata(path):
+    meta = load(path)["metadata"]
+    assert meta["kernelspec"]["name"] == "python3"
+    assert meta.get("llmbook", {}).get("chapter") == path.name[:2]
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "chapters").glob("*.ipynb")), ids=lambda p: p.name)
+def test_chapter_checks_its_claims_and_links_its_exercises(path):
+    nb = load(path)
+    source = "\n".join("".join(c["source"]) for c in nb["cells"])
+    assert sum("assert " in "".join(c["source"]) for c in code_cells(nb)) >= 3, "a chapter asserts its claims"
+    assert f"../exercises/{path.name}" in source, "the summary links to the chapter's exercises"
+    assert "pick(" in source, "sizes and budgets come from llmbook.profile.pick"
+    assert nb["cells"][1]["cell_type"] == "markdown" and "".join(nb["cells"][1]["source"]).startswith("# ")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_relative_links_resolve(path):
+    for cell in load(path)["cells"]:
+        if cell["cell_type"] != "markdown":
+            continue
+        for target in re.findall(r"\]\((?!https?:|#)([^)#\s]+)", "".join(cell["source"])):
+            assert (path.parent / target).exists(), f"{path.name} links to missing {target}"
+
+
+def test_config_has_what_the_book_needs():
+    assert CONFIG["execute"]["execute_notebooks"] == "cache" and CONFIG["execute"]["timeout"] >= 600
+    assert CONFIG["launch_buttons"]["colab_url"] == "https://colab.research.google.com"
+    assert CONFIG["repository"]["url"].startswith("https://github.com/")
+    assert all(k in CONFIG for k in ("title", "author", "copyright"))
+    assert TOC["format"] == "jb-book" and TOC.get("parts"), "the toc is organised in parts"
+
+
+def test_readme_documents_the_two_commands_and_ci_runs_the_test_one():
+    readme = (ROOT / "README.md").read_text()
+    assert "make book" in readme and "make test" in readme and "LLMBOOK_DATA" in readme
+    assert "make test" in (ROOT / ".ci" / "run").read_text()
