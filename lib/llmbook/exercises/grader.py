@@ -21,11 +21,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import re
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -92,7 +94,7 @@ def _make_client(nb: Any, workdir: Path, cell_timeout: float) -> Any:
 
     client = BoundedClient(
         nb,
-        timeout=cell_timeout,
+        timeout=max(1, math.ceil(cell_timeout)),
         allow_errors=True,
         interrupt_on_timeout=True,
         # Without this, a cell whose code ignores the interrupt would be waited on forever.
@@ -104,18 +106,33 @@ def _make_client(nb: Any, workdir: Path, cell_timeout: float) -> Any:
         kernel_name="python3",
         resources={"metadata": {"path": str(workdir)}},
         startup_timeout=120,
+        # The results are already on disk; a kernel stuck in a loop need not be asked twice.
+        shutdown_kernel="immediate",
+        # After an interrupted cell nbclient waits this long for the kernel to go idle;
+        # scores never depend on late output, so do not wait the default 4 s.
+        iopub_timeout=1,
     )
     client._kept = {}
     return client
 
 
+@dataclass
+class _Run:
+    """What happened while a notebook ran, for the report and for missing-check feedback."""
+
+    problems: list[str] = field(default_factory=list)
+    stopped: str | None = None  # why the run ended before the last cell, if it did
+    timed_out: dict[int, float] = field(default_factory=dict)  # cell index -> its limit
+
+
 def _execute(
     nb: Any, workdir: Path, env: dict[str, str], cell_timeout: float, total_timeout: float
-) -> tuple[list[str], str | None]:
-    """Run the notebook's code cells in order; return (problems, why it stopped early)."""
+) -> _Run:
+    """Run the notebook's code cells in order, each under a limit, all under another."""
     from nbclient.exceptions import DeadKernelError
 
-    problems: list[str] = []
+    run = _Run()
+    problems = run.problems
     stopped: str | None = None
     started = time.monotonic()
     client = _make_client(nb, workdir, cell_timeout)
@@ -129,7 +146,8 @@ def _execute(
                     stopped = f"grading stopped after the total time limit of {total_timeout:g} s"
                     problems.append(f"{stopped}, before cell {index}")
                     break
-                limit = max(min(cell_timeout, remaining), 0.5)
+                # nbclient counts whole seconds.
+                limit = max(1, math.ceil(min(cell_timeout, remaining)))
                 client.timeout = limit
                 client.error_on_timeout = {
                     **client.error_on_timeout,
@@ -142,39 +160,48 @@ def _execute(
                     stopped = f"the kernel died while running cell {index}"
                     problems.append(stopped)
                     break
-                if time.monotonic() - cell_started >= limit - 0.05:
+                if time.monotonic() - cell_started >= limit:
+                    run.timed_out[index] = limit
                     problems.append(f"cell {index} ran longer than {limit:g} s and was interrupted")
     except Exception as err:  # noqa: BLE001 - a kernel that will not start, a broken client
         stopped = f"the notebook could not be run to the end ({type(err).__name__}: {err})"
         problems.append(stopped)
-    return problems, stopped
+    run.stopped = stopped
+    return run
 
 
-def _cell_error(nb: Any, name: str) -> str | None:
-    """The error shown by the check cell that mentions ``name``, if that cell failed."""
+def _check_cell(nb: Any, name: str) -> int | None:
+    """The index of the cell that calls ``check("name", ...)``, if there is one."""
     if nb is None:
         return None
     pattern = re.compile(r"""check\(\s*["']""" + re.escape(name) + r"""["']""")
     for index, cell in enumerate(nb.cells):
         if cell.cell_type == "code" and pattern.search(cell.source):
-            for out in cell.get("outputs", []):
-                if out.get("output_type") == "error":
-                    return f"cell {index} raised {out.get('ename')}: {out.get('evalue')}"
-            return f"found in cell {index}"
+            return index
     return None
 
 
-def _missing_feedback(name: str, nb: Any, stopped: str | None) -> str:
-    where = _cell_error(nb, name)
-    if where is None:
-        return (
-            f"No result: the notebook never ran check({name!r}, ...)"
-            + (f"; {stopped}." if stopped else ". Is its check cell missing?")
+def _missing_feedback(name: str, nb: Any, run: _Run) -> str:
+    """Why a check has no result, as precisely as the run lets us say."""
+    index = _check_cell(nb, name)
+    if index is None:
+        return f"No result: the notebook never ran check({name!r}, ...)" + (
+            f"; {run.stopped}." if run.stopped else ". Is its check cell missing?"
         )
-    if where.startswith("found"):
-        reason = stopped or "its cell did not reach the check (an error earlier in the cell?)"
-        return f"No result: the check cell ({where}) never reported; {reason}."
-    return f"No result: the check cell failed before the check finished ({where})."
+    if index in run.timed_out:
+        return (
+            f"No result: the check cell (cell {index}) ran longer than {run.timed_out[index]:g} s "
+            f"and was interrupted; code in it, or an earlier cell that never finished, kept "
+            f"the kernel busy."
+        )
+    for out in nb.cells[index].get("outputs", []):
+        if out.get("output_type") == "error":
+            return (
+                f"No result: the check cell (cell {index}) raised {out.get('ename')}: "
+                f"{out.get('evalue')} before the check finished."
+            )
+    reason = run.stopped or "the cell did not reach the check"
+    return f"No result: the check cell (cell {index}) never reported; {reason}."
 
 
 def grade(
@@ -190,18 +217,17 @@ def grade(
 
     started = time.monotonic()
     notebook = Path(notebook)
-    problems: list[str] = []
-    stopped: str | None = None
+    run = _Run()
     nb = None
     try:
         nb = nbformat.read(str(notebook), as_version=4)
     except Exception as err:  # noqa: BLE001 - not JSON, not a notebook, unreadable
-        stopped = f"the notebook could not be read ({type(err).__name__}: {err})"
-        problems.append(stopped)
+        run.stopped = f"the notebook could not be read ({type(err).__name__}: {err})"
+        run.problems.append(run.stopped)
     chapter = chapter_of(notebook, nb)
     expected = checks_for_chapter(chapter) if chapter else []
     if chapter is None:
-        problems.append(
+        run.problems.append(
             "no chapter found: add metadata {'llmbook': {'chapter': 'NN'}} or name the file NN_..."
         )
 
@@ -217,8 +243,9 @@ def grade(
             else:
                 env.pop(TIMEOUT_ENV, None)
             workdir = notebook.resolve().parent
-            more, stopped = _execute(nb, workdir, env, cell_timeout, total_timeout)
-            problems.extend(more)
+            executed = _execute(nb, workdir, env, cell_timeout, total_timeout)
+            run.problems.extend(executed.problems)
+            run.stopped, run.timed_out = executed.stopped, executed.timed_out
             reported = read_report_lines(report_file)
 
     checks = []
@@ -226,7 +253,7 @@ def grade(
         entry = reported.get(expected_check.name)
         passed = bool(entry and entry.get("passed") is True)
         if entry is None:
-            feedback = _missing_feedback(expected_check.name, nb, stopped)
+            feedback = _missing_feedback(expected_check.name, nb, run)
             seconds = 0.0
         else:
             feedback = str(entry.get("feedback", ""))
@@ -245,7 +272,7 @@ def grade(
         "score": sum(c["points"] for c in checks),
         "max_score": sum(c["max_points"] for c in checks),
         "checks": checks,
-        "problems": problems,
+        "problems": run.problems,
         "seconds": round(time.monotonic() - started, 2),
     }
 
