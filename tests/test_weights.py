@@ -33,7 +33,9 @@ def test_our_weights_load_into_hugging_face(tmp_path):
 
 
 def test_loading_by_name_offline_fails_clearly(tmp_path, monkeypatch):
+    hub_constants = pytest.importorskip("huggingface_hub.constants")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", True)  # read at import time
     monkeypatch.setenv("HF_HOME", str(tmp_path))
     with pytest.raises(WeightsUnavailableError, match="offline"):
         GPT.from_pretrained("gpt2")
