@@ -93,3 +93,19 @@ def test_collect_attention_returns_causal_rows_and_restores_the_model() -> None:
     torch.testing.assert_close(maps[:, 0], torch.softmax(scores, dim=-1))
     with pytest.raises(ValueError, match=r"ids\[None\]"):
         collect_attention(model, idx[0])
+
+
+def test_grid_drops_unreadable_token_labels_for_long_sequences() -> None:
+    tokens = list("The teacher taught the students.")
+    weights = torch.softmax(torch.randn(1, 2, len(tokens), len(tokens)), dim=-1)
+    fig = plot_attention_grid(weights, tokens)
+    try:
+        assert all(not ax.get_xticks().size for ax in fig.axes)
+        assert "first token" in fig.axes[0].get_xlabel() and fig.axes[1].get_ylabel() == ""
+    finally:
+        plt.close(fig)
+    short = plot_attention_grid(weights[..., :5, :5], tokens[:5])
+    try:
+        assert [t.get_text() for t in short.axes[0].get_xticklabels()] == ["T", "h", "e", "␣", "t"]
+    finally:
+        plt.close(short)

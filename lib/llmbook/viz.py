@@ -115,11 +115,15 @@ def plot_attention_grid(
     title: str | None = None,
     panel_size: float = 2.6,
     vmax: float | None = 1.0,
+    max_labels: int = 24,
 ) -> Figure:
     """Every head of every layer: a grid of attention maps, one row per layer.
 
     ``weights`` is (n_layer, n_head, T, T), e.g. ``collect_attention(model, ids)[0]``.
-    Token labels are written on the outer panels only, to leave room for the maps.
+    Token labels are written on the outer panels only, and only for sequences of at
+    most ``max_labels`` tokens; longer ones would be unreadable at this size, so their
+    axes just run from the first token to the last (use ``plot_attention`` to read one
+    head closely).
     """
     import matplotlib.pyplot as plt
 
@@ -130,13 +134,18 @@ def plot_attention_grid(
         n_layer, n_head, figsize=(panel_size * n_head + 1.0, panel_size * n_layer + 0.8),
         squeeze=False, sharex=True, sharey=True,
     )
-    size = 6 if len(tokens) <= 24 else 4.5
+    labelled = len(tokens) <= max_labels
     for layer in range(n_layer):
         for head in range(n_head):
             ax = axes[layer][head]
             plot_attention(weights[layer][head], tokens, ax=ax, colorbar=False, annotate=False,
-                           vmax=vmax, fontsize=size, title=f"layer {layer}, head {head}")
+                           vmax=vmax, fontsize=6, title=f"layer {layer}, head {head}")
             ax.title.set_fontsize(9)
+            if not labelled:
+                ax.set_xticks([])
+                ax.set_yticks([])
+                ax.set_xlabel("key: first token → last")
+                ax.set_ylabel("query: first token → last")
             if layer != n_layer - 1:
                 ax.set_xlabel("")
                 ax.tick_params(axis="x", labelbottom=False)
