@@ -87,3 +87,15 @@ def test_too_long_input_names_the_context_window():
         GPT(TINY)(torch.zeros(1, 33, dtype=torch.long))
     with pytest.raises(ValueError, match="batch, time"):
         GPT(TINY)(torch.zeros(33, dtype=torch.long))
+
+
+def test_last_only_gives_the_last_positions_logits():
+    torch.manual_seed(0)
+    m = GPT(TINY).eval()
+    x = torch.randint(0, 50, (2, 12))
+    full, _ = m(x)
+    last, _ = m(x, last_only=True)
+    assert last.shape == (2, 1, 50)
+    torch.testing.assert_close(last, full[:, -1:])
+    with pytest.raises(ValueError, match="loss"):
+        m(x, x, last_only=True)

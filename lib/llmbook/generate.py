@@ -139,7 +139,8 @@ def generate(
             positions = None
             if window_mask is not None:  # left padding: count positions from each row's first real token
                 positions = (window_mask.long().cumsum(dim=1) - 1).clamp(min=0)[:, -model_input.shape[1]:]
-            logits, _ = model(model_input, cache=cache, key_mask=window_mask, positions=positions)
+            logits, _ = model(model_input, cache=cache, key_mask=window_mask, positions=positions,
+                              last_only=True)
             nxt = sample_next(logits[:, -1, :], temperature, top_k, top_p, generator)
             if stop_token is not None:
                 nxt = torch.where(finished, torch.full_like(nxt, stop_token), nxt)

@@ -98,12 +98,15 @@ class GPT(nn.Module):
         cache: KVCache | None = None,
         key_mask: torch.Tensor | None = None,
         positions: torch.Tensor | None = None,
+        last_only: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Logits for every position, and the mean cross-entropy when targets are given.
 
         idx: (B, T) token ids. targets: (B, T) next-token ids, ``-100`` to ignore.
         With a ``cache`` the tokens continue the cached ones. ``positions`` (B, T)
         overrides the position ids (generation uses it to skip left padding).
+        ``last_only`` computes logits for the last position only: generation needs nothing
+        else, and the output head is the most expensive layer when the vocabulary is large.
         """
         if idx.dim() != 2:
             raise ValueError(f"idx must be a (batch, time) tensor of token ids, got shape {tuple(idx.shape)}")
@@ -120,6 +123,10 @@ class GPT(nn.Module):
         x = self.drop(self.wte(idx) + self.wpe(positions))
         for i, block in enumerate(self.h):
             x = block(x, cache=cache, layer=i, key_mask=key_mask)
+        if last_only:
+            if targets is not None:
+                raise ValueError("last_only=True returns one position's logits; it cannot compute a loss")
+            x = x[:, -1:, :]
         logits = self.lm_head(self.ln_f(x))
         loss = None
         if targets is not None:
