@@ -2,7 +2,13 @@ import pytest
 import torch
 
 from llmbook import GPT
-from llmbook.config import PRESETS, PUBLISHED_PARAMETERS, GPTConfig, count_parameters, parameter_breakdown
+from llmbook.config import (
+    PRESETS,
+    PUBLISHED_PARAMETERS,
+    GPTConfig,
+    count_parameters,
+    parameter_breakdown,
+)
 
 
 def test_gpt2_has_exactly_124_439_808_parameters():

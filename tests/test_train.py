@@ -1,3 +1,4 @@
+import itertools
 import math
 
 import pytest
@@ -5,7 +6,15 @@ import torch
 
 from llmbook import GPT, GPTConfig
 from llmbook.data import TokenWindows
-from llmbook.train import History, TrainConfig, batch_indices, configure_optimizer, evaluate, lr_at, train
+from llmbook.train import (
+    History,
+    TrainConfig,
+    batch_indices,
+    configure_optimizer,
+    evaluate,
+    lr_at,
+    train,
+)
 
 CFG = GPTConfig(vocab_size=16, n_positions=16, n_embd=32, n_layer=2, n_head=2, dropout=0.1)
 
@@ -52,7 +61,7 @@ def test_weight_decay_only_on_matrices():
 def test_warmup_then_cosine():
     lrs = [lr_at(s, 100, 1.0, 0.1, 10) for s in range(101)]
     assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
-    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:]))
+    assert all(a >= b for a, b in itertools.pairwise(lrs[10:]))
     assert lrs[55] == pytest.approx(0.55, abs=0.01) and lrs[100] == pytest.approx(0.1)
 
 

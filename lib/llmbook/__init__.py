@@ -8,5 +8,5 @@ no printing, no downloads, no device probing.
 from llmbook.config import PRESETS, GPTConfig, count_parameters
 from llmbook.model import GPT
 
-__all__ = ["GPT", "GPTConfig", "PRESETS", "count_parameters"]
+__all__ = ["GPT", "PRESETS", "GPTConfig", "count_parameters"]
 __version__ = "0.1.0"

@@ -157,7 +157,7 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
                 f"{path} is a safetensors file but not an llmbook checkpoint (no 'llmbook' header); "
                 f"for Hugging Face GPT-2 weights use llmbook.weights.load_hf_gpt2"
             )
-        for key in f.keys():
+        for key in f.keys():  # noqa: SIM118 (safe_open is not a dict)
             kind, _, rest = key.partition(".")
             if kind == "model":
                 groups["model"][rest] = f.get_tensor(key)

@@ -153,7 +153,7 @@ def _atomic_write(target: Path, payload: bytes) -> None:
 
 
 def _fetch(url: str, timeout: float = 60.0) -> bytes:
-    with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 (pinned https addresses)
+    with urllib.request.urlopen(url, timeout=timeout) as response:
         return response.read()
 
 

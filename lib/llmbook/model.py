@@ -110,7 +110,7 @@ class GPT(nn.Module):
         """
         if idx.dim() != 2:
             raise ValueError(f"idx must be a (batch, time) tensor of token ids, got shape {tuple(idx.shape)}")
-        B, T = idx.shape
+        _, T = idx.shape
         past = cache.length if cache is not None else 0
         if past + T > self.config.n_positions:
             raise ValueError(
@@ -150,4 +150,4 @@ class GPT(nn.Module):
         return load_hf_gpt2(source, device=device)
 
 
-__all__ = ["GPT", "Block", "MLP", "IGNORE_INDEX", "count_parameters"]
+__all__ = ["GPT", "IGNORE_INDEX", "MLP", "Block", "count_parameters"]
