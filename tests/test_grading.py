@@ -397,3 +397,20 @@ def test_usage_errors_exit_2(tmp_path: Path) -> None:
         main([str(tmp_path / "missing.ipynb")])
     assert err.value.code == 2
 
+
+
+@pytest.mark.parametrize(
+    "name", sorted(p.name for p in (ROOT / "solutions").glob("*.ipynb") if p.name[:2] != "01")
+)
+def test_every_chapters_solutions_score_full_and_its_exercises_zero(tmp_path: Path, name: str) -> None:
+    """Chapter 1 is covered in depth above; every other chapter gets the same two guarantees."""
+    chapter = name[:2]
+    expected = [c.name for c in checks_for_chapter(chapter)]
+    assert len(expected) >= 3, f"chapter {chapter} has fewer than three graded exercises"
+    for folder, want in (("solutions", len(expected)), ("exercises", 0)):
+        out = tmp_path / f"{folder}.json"
+        limits = ["--check-timeout", "30", "--cell-timeout", "120", "--total-timeout", "300"]
+        assert main([str(ROOT / folder / name), "--out", str(out), *limits]) == 0
+        report = json.loads(out.read_text(encoding="utf-8"))
+        assert [c["name"] for c in report["checks"]] == expected
+        assert report["score"] == want, (folder, report)
