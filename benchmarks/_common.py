@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import platform
 import statistics
-import sys
 from pathlib import Path
 
 import torch
@@ -75,6 +74,3 @@ def table(headers: list[str], rows: list[list[object]]) -> str:
 def yes_no(flag: bool) -> str:
     return "yes" if flag else "NO"
 
-
-def quick_flag(argv: list[str] | None = None) -> bool:
-    return "--quick" in (sys.argv[1:] if argv is None else argv)

@@ -8,8 +8,8 @@ give the same tokens either way; the benchmark checks that, then reports both sp
 and their ratio. The weights are random (GPT-2's initialisation): speed does not
 depend on what the weights say.
 
-Run: ``python benchmarks/kv_cache.py`` (a few minutes on 2 cores: the uncached run is
-the slow part), ``--quick`` for a smoke run with 20 new tokens.
+Run: ``python benchmarks/kv_cache.py`` (one to a few minutes on 2 cores: the uncached
+run is the slow part), ``--quick`` for a smoke run with 20 new tokens.
 """
 
 from __future__ import annotations

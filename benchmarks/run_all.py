@@ -1,6 +1,6 @@
 """Run every benchmark and write the results page, ``benchmarks/RESULTS.md``.
 
-Run: ``python benchmarks/run_all.py`` (about 15 minutes on 2 cores) or
+Run: ``python benchmarks/run_all.py`` (about 5 minutes on 2 idle cores) or
 ``python benchmarks/run_all.py --quick`` (about a minute; writes ``RESULTS-quick.md``
 instead, so a smoke run never overwrites the real results).
 """
@@ -45,7 +45,7 @@ def run(quick: bool = False, output: Path | None = None) -> dict:
         try:
             res = module.run(quick=quick)
             body = module.report(res)
-        except Exception as err:  # keep going: one broken benchmark must not hide the others
+        except Exception as err:  # noqa: BLE001 (one broken benchmark must not hide the others)
             traceback.print_exc()
             res = {"error": f"{type(err).__name__}: {err}"}
             body = f"**FAILED**: `{res['error']}`"
