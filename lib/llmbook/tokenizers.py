@@ -89,3 +89,75 @@ def gpt2_tokenizer() -> tiktoken.Encoding:
         special_tokens={ENDOFTEXT: 50256},
         explicit_n_vocab=50257,
     )
+
+
+class ByteTokenizer:
+    """Byte-level tokens: ids 0-255 are the UTF-8 bytes of the text, 256 is ``<|endoftext|>``.
+
+    It is GPT-2's tokenizer with no merges learned: it can encode any text at all (no
+    unknown tokens), at the price of about four times as many tokens as GPT-2 needs for
+    English. The CPU base model of the fine-tuning chapters uses it, because a 257-token
+    output layer is cheap where GPT-2's 50,257 would dominate a small model's compute.
+    Its interface follows ``tiktoken.Encoding`` so chapters can use either.
+    """
+
+    name = "bytes"
+    eot_token = 256
+    n_vocab = 257
+    special_tokens = {ENDOFTEXT: 256}
+
+    @property
+    def vocab_size(self) -> int:
+        return self.n_vocab
+
+    def encode(self, text: str, allowed_special: str | set[str] = frozenset()) -> list[int]:
+        """UTF-8 bytes of ``text``; ``<|endoftext|>`` becomes id 256 only where allowed.
+
+        As in tiktoken, the special token in text you did not allow is an error, because
+        user text that smuggles in an end-of-text marker is almost always a bug.
+        """
+        if not isinstance(text, str):
+            raise TypeError(f"encode expects a str, got {type(text).__name__}")
+        allowed = allowed_special == "all" or ENDOFTEXT in allowed_special
+        pieces = text.split(ENDOFTEXT)
+        if len(pieces) > 1 and not allowed:
+            raise ValueError(
+                f"the text contains the special token {ENDOFTEXT!r}; pass "
+                f"allowed_special={{{ENDOFTEXT!r}}} to encode it as id {self.eot_token}"
+            )
+        ids: list[int] = []
+        for i, piece in enumerate(pieces):
+            if i:
+                ids.append(self.eot_token)
+            ids.extend(piece.encode("utf-8"))
+        return ids
+
+    def decode(self, ids: Iterable[int]) -> str:
+        """Text from ids; byte sequences cut mid-character decode to U+FFFD rather than failing."""
+        out, run = [], bytearray()
+        for i in ids:
+            i = int(i)
+            if not 0 <= i < self.n_vocab:
+                raise ValueError(f"token id {i} is outside this tokenizer's vocabulary (0-{self.n_vocab - 1})")
+            if i == self.eot_token:
+                out.append(run.decode("utf-8", errors="replace") + ENDOFTEXT)
+                run = bytearray()
+            else:
+                run.append(i)
+        out.append(run.decode("utf-8", errors="replace"))
+        return "".join(out)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": "bytes"}
+
+
+def tokenizer_from_dict(d: dict[str, Any]) -> Any:
+    """Rebuild a tokenizer saved with a model: ``{"kind": "char" | "bytes" | "gpt2"}``."""
+    kind = d.get("kind")
+    if kind == "char":
+        return CharTokenizer.from_dict(d)
+    if kind == "bytes":
+        return ByteTokenizer()
+    if kind == "gpt2":
+        return gpt2_tokenizer()
+    raise ValueError(f"unknown tokenizer kind {kind!r}; expected 'char', 'bytes' or 'gpt2'")
