@@ -62,14 +62,18 @@ class Recipe:
         return GPTConfig(**self.model)
 
 
+# Chosen by measurement on one CPU thread (about 40 s): at this budget a 3-layer, 96-wide model
+# with a high learning rate beat 4x128 and 2x128 models, and 128-byte windows with batch 8 beat
+# 256-byte windows with batch 4 (validation 2.45 against 2.67 nats per byte). Positions 128-255
+# exist for the fine-tuning chapters, whose prompts are longer; they learn them there.
 BYTES_RECIPE = Recipe(
     name="books-bytes",
     corpus="books+shakespeare",
-    model=dict(vocab_size=ByteTokenizer.n_vocab, n_positions=256, n_embd=128, n_layer=4, n_head=4,
+    model=dict(vocab_size=ByteTokenizer.n_vocab, n_positions=256, n_embd=96, n_layer=3, n_head=4,
                dropout=0.0, name="books-bytes"),
-    context_length=256,
-    train=dict(max_steps=200, batch_size=8, lr=3e-3, min_lr=3e-4, warmup_steps=20,
-               weight_decay=0.1, eval_interval=50, eval_batches=8, seed=0),
+    context_length=128,
+    train=dict(max_steps=700, batch_size=8, lr=8e-3, min_lr=8e-4, warmup_steps=30,
+               weight_decay=0.1, eval_interval=100, eval_batches=8, seed=0),
 )
 
 
