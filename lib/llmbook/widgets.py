@@ -126,3 +126,202 @@ def attention_explorer(
 
 
 __all__ = ["AttentionExplorer", "attention_explorer"]
+
+
+class SamplingPlayground:
+    """A prompt box and sliders for temperature, top-k and top-p (introduced in chapter 8).
+
+    The figure shows the model's next-token distribution for the prompt twice: as the
+    model gives it (temperature 1, nothing cut) and as the sliders reshape it, the
+    distribution that sampling actually draws from; below it, a continuation sampled with
+    those settings. Moving a slider redraws both, so a reader sees what each knob does to
+    the distribution and what that does to the text.
+
+    ``model`` is an ``llmbook.model.GPT``; ``tokenizer`` has ``encode`` and ``decode``
+    (``ByteTokenizer``, tiktoken's GPT-2). ``context_length`` caps prompt plus
+    continuation (default: the model's ``n_positions``; pass the length a model was
+    trained on if that is shorter). Temperature 0 means greedy; top-k 0 and top-p 1 mean
+    "no cut". ``show(...)`` sets the controls from code with one redraw.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        prompt: str = "The ",
+        max_new_tokens: int = 60,
+        context_length: int | None = None,
+        n_bars: int = 20,
+        seed: int = 0,
+    ) -> None:
+        import ipywidgets as widgets
+        from matplotlib.figure import Figure
+
+        self.model = model
+        self.tokenizer = tokenizer
+        self.context_length = int(context_length or model.config.n_positions)
+        if not 0 < max_new_tokens < self.context_length:
+            raise ValueError(
+                f"max_new_tokens must be between 1 and {self.context_length - 1} (the context length "
+                f"minus room for a prompt), got {max_new_tokens}"
+            )
+        self.max_new_tokens = max_new_tokens
+        self.n_bars = n_bars
+        vocab = int(model.config.vocab_size)
+        self.prompt = widgets.Text(value=prompt, description="prompt", continuous_update=False,
+                                   layout=widgets.Layout(width="60%"))
+        self.temperature = widgets.FloatSlider(value=1.0, min=0.0, max=2.0, step=0.05, description="temperature",
+                                               continuous_update=False)
+        self.top_k = widgets.IntSlider(value=0, min=0, max=min(vocab, 100), description="top-k (0: off)",
+                                       continuous_update=False)
+        self.top_p = widgets.FloatSlider(value=1.0, min=0.05, max=1.0, step=0.05, description="top-p (1: off)",
+                                         continuous_update=False)
+        self.seed = widgets.IntText(value=seed, description="seed")
+        self.output = widgets.Output()
+        self.figure = Figure(figsize=(10, 6.2))
+        self.widget = widgets.VBox([
+            widgets.HBox([self.prompt, self.seed]),
+            widgets.HBox([self.temperature, self.top_k, self.top_p]),
+            self.output,
+        ])
+        for control in (self.prompt, self.temperature, self.top_k, self.top_p, self.seed):
+            control.observe(self._on_change, names="value")
+        self.draws = 0
+        self.text = ""
+        self.render()
+
+    _batch = False
+
+    def settings(self) -> dict[str, Any]:
+        """The sampling arguments the controls stand for, as ``llmbook.generate`` takes them."""
+        return {
+            "temperature": float(self.temperature.value),
+            "top_k": int(self.top_k.value) or None,
+            "top_p": float(self.top_p.value) if self.top_p.value < 1.0 else None,
+        }
+
+    def _prompt_ids(self) -> list[int]:
+        ids = list(self.tokenizer.encode(self.prompt.value)) or list(self.tokenizer.encode(" "))
+        room = self.context_length - self.max_new_tokens
+        return ids[-room:]  # keep the end of a long prompt: it is what the next token depends on
+
+    def distribution(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the model's next-token probabilities, the ones sampling draws from) for the prompt.
+
+        With temperature 0 the second is all on the most likely token: greedy decoding.
+        """
+        from llmbook.generate import filtered_probs
+
+        device = next(self.model.parameters()).device
+        idx = torch.tensor([self._prompt_ids()], device=device)
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.no_grad():
+                logits, _ = self.model(idx, last_only=True)
+        finally:
+            self.model.train(was_training)
+        logits = logits[0, -1].float().cpu()
+        raw = torch.softmax(logits, dim=-1)
+        s = self.settings()
+        if s["temperature"] == 0:
+            used = torch.zeros_like(raw)
+            used[int(logits.argmax())] = 1.0
+        else:
+            used = filtered_probs(logits, s["temperature"], s["top_k"], s["top_p"])
+        return raw, used
+
+    def sample(self) -> str:
+        """A continuation of the prompt with the current settings (seeded, so repeatable)."""
+        from llmbook.generate import generate
+
+        device = next(self.model.parameters()).device
+        generator = torch.Generator(device=device).manual_seed(int(self.seed.value))
+        ids = self._prompt_ids()
+        out = generate(self.model, [ids], self.max_new_tokens, generator=generator, **self.settings())[0]
+        return self.tokenizer.decode(out[len(ids):])
+
+    def _token_label(self, token_id: int) -> str:
+        from llmbook.viz import readable_token
+
+        try:
+            text = self.tokenizer.decode([token_id])
+        except Exception:  # noqa: BLE001 - a label is never worth a crash
+            text = f"#{token_id}"
+        return readable_token(text) if text.isprintable() or text in (" ", "\n", "\t") else f"#{token_id}"
+
+    def render(self) -> None:
+        """Recompute the distributions and a sample for the current controls, and redraw."""
+        import textwrap
+
+        raw, used = self.distribution()
+        self.text = self.sample()
+        top = torch.topk(raw, min(self.n_bars, raw.numel())).indices
+        xs = torch.arange(len(top)).float()
+        s = self.settings()
+        kept = int((used > 0).sum())
+        entropy = float(-(used[used > 0] * used[used > 0].log2()).sum())
+
+        self.figure.clear()
+        ax, text_ax = self.figure.subplots(2, 1, gridspec_kw={"height_ratios": [3, 1.3]})
+        ax.bar(xs - 0.2, raw[top].numpy(), width=0.4, color="#b0b0b0", label="model (temperature 1, no cut)")
+        ax.bar(xs + 0.2, used[top].numpy(), width=0.4, color="#3060a0", label="after the sliders: sampled from")
+        ax.set_xticks(xs.numpy(), [self._token_label(int(i)) for i in top])
+        ax.set_xlabel(f"the {len(top)} most likely next tokens (by the model's own probabilities)")
+        ax.set_ylabel("probability")
+        mode = "greedy (temperature 0)" if s["temperature"] == 0 else (
+            f"temperature {s['temperature']:.2f}, top-k {s['top_k'] or 'off'}, top-p {s['top_p'] or 'off'}")
+        ax.set_title(f"Next token after {self.prompt.value[-40:]!r}: {mode}\n"
+                     f"{kept} token(s) can be drawn; entropy {entropy:.2f} bits")
+        ax.legend(loc="upper right")
+        ax.grid(axis="y", alpha=0.3)
+        text_ax.axis("off")
+        def wrapped(label: str, text: str) -> str:
+            text = "".join(c if c.isprintable() or c == "\n" else "·" for c in text)  # no invisible glyphs
+            lines = textwrap.wrap(text.replace("\n", "↵ "), width=96, initial_indent=label,
+                                  subsequent_indent=" " * len(label))
+            return "\n".join(lines[:4]) or label
+
+        text_ax.text(0.0, 1.0, wrapped("prompt:     ", self.prompt.value) + "\n"
+                     + wrapped("sampled:    ", self.text) + f"\n(seed {self.seed.value})",
+                     va="top", ha="left", family="monospace", fontsize=8.5)
+        self.figure.tight_layout()
+        self.draws += 1
+        self._refresh_output()
+
+    def show(self, prompt: str | None = None, temperature: float | None = None, top_k: int | None = None,
+             top_p: float | None = None, seed: int | None = None) -> None:
+        """Set any of the controls from code, then redraw once."""
+        updates = {"prompt": prompt, "temperature": temperature, "top_k": top_k, "top_p": top_p, "seed": seed}
+        self._batch = True
+        try:
+            for name, value in updates.items():
+                if value is not None:
+                    getattr(self, name).value = value
+        finally:
+            self._batch = False
+        self.render()
+
+    def _on_change(self, change: dict[str, Any]) -> None:
+        if not self._batch:
+            self.render()
+
+    def _refresh_output(self) -> None:
+        try:
+            from IPython import get_ipython
+            from IPython.display import display
+        except ImportError:  # pragma: no cover - IPython comes with ipywidgets
+            return
+        if get_ipython() is None:
+            return
+        self.output.clear_output(wait=True)
+        with self.output:
+            display(self.figure)
+
+    def _ipython_display_(self) -> None:
+        from IPython.display import display
+
+        display(self.widget)
+
+
+__all__ += ["SamplingPlayground"]
