@@ -4,6 +4,12 @@
 ``History`` that plots itself. Batches are drawn from a seeded permutation that
 depends only on the seed and the step, so a run resumed from a checkpoint sees exactly
 the batches the uninterrupted run would have seen and ends with the same weights.
+
+The same call trains data-parallel across processes (chapter 12): started by
+``torchrun`` with a process group initialised (``llmbook.distributed.setup``), ``train``
+wraps the model in ``DistributedDataParallel`` and each rank takes an equal, disjoint
+slice of every batch, so N processes with ``batch_size=B`` compute what one process
+computes with ``batch_size=B``, and end with the same weights.
 """
 
 from __future__ import annotations
@@ -17,9 +23,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
+from llmbook import distributed
 from llmbook.checkpoint import load_checkpoint, load_model_tensors, save_checkpoint
 from llmbook.device import autocast
 from llmbook.model import GPT
@@ -28,7 +36,7 @@ from llmbook.model import GPT
 @dataclass
 class TrainConfig:
     max_steps: int = 1000
-    batch_size: int = 16
+    batch_size: int = 16  # sequences per micro-batch, summed over all processes when data-parallel
     lr: float = 1e-3
     min_lr: float | None = None  # end of the cosine; default lr / 10
     warmup_steps: int = 100
@@ -157,9 +165,20 @@ def collate(dataset: Dataset, indices: torch.Tensor) -> tuple[torch.Tensor, torc
 def evaluate(model: GPT, dataset: Dataset, batch_size: int = 16, max_batches: int | None = 20,
              precision: str = "auto") -> float:
     """Mean loss over evenly spaced examples of ``dataset`` (the same ones every call)."""
+    total, weight = _loss_sum(model, dataset, _eval_indices(dataset, batch_size, max_batches), batch_size, precision)
+    return total / weight
+
+
+def _eval_indices(dataset: Dataset, batch_size: int, max_batches: int | None) -> torch.Tensor:
     n = len(dataset)
     count = n if max_batches is None else min(n, max_batches * batch_size)
-    indices = torch.linspace(0, n - 1, count).round().long()
+    return torch.linspace(0, n - 1, count).round().long()
+
+
+@torch.no_grad()
+def _loss_sum(model: GPT, dataset: Dataset, indices: torch.Tensor, batch_size: int,
+              precision: str) -> tuple[float, int]:
+    """Sum of per-example mean losses over ``indices``, and how many examples that was."""
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
@@ -173,6 +192,16 @@ def evaluate(model: GPT, dataset: Dataset, batch_size: int = 16, max_batches: in
             weight += len(chunk)
     finally:
         model.train(was_training)
+    return total, weight
+
+
+def _evaluate_across_ranks(model: GPT, dataset: Dataset, batch_size: int, max_batches: int | None,
+                           precision: str) -> float:
+    """``evaluate``, with the examples dealt out across ranks and the sums all-reduced."""
+    if not distributed.is_distributed():
+        return evaluate(model, dataset, batch_size, max_batches, precision)
+    indices = _eval_indices(dataset, batch_size, max_batches)[distributed.rank()::distributed.world_size()]
+    total, weight = distributed.sum_across_ranks(*_loss_sum(model, dataset, indices, batch_size, precision))
     return total / weight
 
 
@@ -197,8 +226,22 @@ def train(
 
     ``overrides`` replace fields of ``config`` (``train(model, ds, max_steps=200)``).
     ``resume_from`` continues from a checkpoint written by an earlier call.
+
+    Under ``torchrun`` with an initialised process group of several ranks, pass the bare
+    model on every rank: ``train`` wraps it in ``DistributedDataParallel`` (which first
+    copies rank 0's weights to every rank), splits each batch of ``batch_size`` sequences
+    evenly across the ranks, averages the logged loss over them, and only rank 0 shows
+    progress and writes checkpoints. Every rank returns the same weights and history.
     """
     cfg = TrainConfig(**{**(asdict(config) if config else {}), **overrides})
+    if isinstance(model, DistributedDataParallel):
+        raise TypeError("pass the bare model to train(); it wraps the model in DistributedDataParallel itself")
+    world, rank = distributed.world_size(), distributed.rank()
+    if cfg.batch_size % world:
+        raise ValueError(
+            f"batch_size={cfg.batch_size} is the batch summed over all {world} processes and must be a "
+            f"multiple of {world}, so that each process gets an equal share"
+        )
     min_lr = cfg.min_lr if cfg.min_lr is not None else cfg.lr / 10
     device = next(model.parameters()).device
     optimizer = configure_optimizer(model, cfg.lr, cfg.weight_decay, cfg.betas)
@@ -213,9 +256,17 @@ def train(
         raise ValueError("train_data is empty")
 
     model.train()
+    # Data-parallel: DDP copies rank 0's weights to every rank now, and from then on
+    # averages the gradients across ranks during backward().
+    forward = model
+    if distributed.is_distributed():
+        ids = [device.index if device.index is not None else torch.cuda.current_device()] \
+            if device.type == "cuda" else None
+        forward = DistributedDataParallel(model, device_ids=ids)
+    optimizer.zero_grad(set_to_none=True)  # gradients left by earlier backward() calls are not ours
     began = time.perf_counter() - history.seconds
     bar = tqdm(range(start, cfg.max_steps), initial=start, total=cfg.max_steps,
-               disable=not cfg.progress, desc="training", unit="step")
+               disable=not cfg.progress or rank != 0, desc="training", unit="step")
     for step in bar:
         lr = lr_at(step, cfg.max_steps, cfg.lr, min_lr, cfg.warmup_steps)
         for group in optimizer.param_groups:
@@ -223,13 +274,18 @@ def train(
         step_loss = 0.0
         for micro in range(cfg.grad_accum_steps):
             first = (step * cfg.grad_accum_steps + micro) * cfg.batch_size
-            x, y = collate(train_data, batch_indices(len(train_data), cfg.batch_size, cfg.seed, first))
+            indices = batch_indices(len(train_data), cfg.batch_size, cfg.seed, first)
+            x, y = collate(train_data, distributed.shard(indices, rank, world))
             x, y = x.to(device), y.to(device)
-            with _precision_context(device, cfg.precision):
-                _, loss = model(x, y)
-            (loss / cfg.grad_accum_steps).backward()
+            # Only the last micro-batch's backward() needs to all-reduce the gradients.
+            last = micro == cfg.grad_accum_steps - 1
+            with contextlib.nullcontext() if forward is model or last else forward.no_sync():
+                with _precision_context(device, cfg.precision):
+                    _, loss = forward(x, y)
+                (loss / cfg.grad_accum_steps).backward()
             step_loss += loss.item() / cfg.grad_accum_steps
-            history.tokens_seen += x.numel()
+            history.tokens_seen += x.numel() * world
+        step_loss = distributed.mean_across_ranks(step_loss)
         if cfg.grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         optimizer.step()
@@ -241,8 +297,8 @@ def train(
         done = step + 1
         if val_data is not None and cfg.eval_interval and (done % cfg.eval_interval == 0 or done == cfg.max_steps):
             history.eval_steps.append(done)
-            history.eval_train_loss.append(evaluate(model, train_data, cfg.batch_size, cfg.eval_batches, cfg.precision))
-            history.val_loss.append(evaluate(model, val_data, cfg.batch_size, cfg.eval_batches, cfg.precision))
+            for dataset, losses in ((train_data, history.eval_train_loss), (val_data, history.val_loss)):
+                losses.append(_evaluate_across_ranks(model, dataset, cfg.batch_size, cfg.eval_batches, cfg.precision))
             bar.set_postfix(loss=f"{step_loss:.3f}", val=f"{history.val_loss[-1]:.3f}")
         elif done % 10 == 0:
             bar.set_postfix(loss=f"{step_loss:.3f}")
@@ -250,8 +306,11 @@ def train(
         if cfg.checkpoint_path and (
             done == cfg.max_steps or (cfg.checkpoint_interval and done % cfg.checkpoint_interval == 0)
         ):
-            save_checkpoint(str(cfg.checkpoint_path).format(step=done), model, optimizer, step=done, history=history,
-                            extra={"train_config": asdict(cfg)})
+            if rank == 0:  # the ranks hold identical weights: one file is enough
+                extra = {"train_config": asdict(cfg)} | ({"world_size": world} if world > 1 else {})
+                save_checkpoint(str(cfg.checkpoint_path).format(step=done), model, optimizer, step=done,
+                                history=history, extra=extra)
+            distributed.barrier()  # no rank runs ahead (or returns) before the file exists
     bar.close()
     model.eval()
     return history
