@@ -1,13 +1,17 @@
 # The two commands of the README. Each sets up .venv on first use (pinned by constraints.txt).
-#   make test   run every test: library, grading, book hygiene, and every notebook through nbval
+#   make test   run every test: library, grading, book hygiene, the strict book build (which
+#               executes every chapter and solutions notebook once), the site in headless
+#               Chromium, and the Colab simulation
 #   make book   build the whole book (executes the chapters) into _build/html
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 # Parallel test workers; each gets one thread (oversubscribed threads are slower than serial).
 WORKERS ?= auto
+# Notebooks executed at once by the book build, one thread each (auto: CPU cores, at most 4).
+JOBS ?= auto
 
-.PHONY: test book setup clean
+.PHONY: test book html setup clean
 
 setup: $(VENV)/.installed
 
@@ -17,11 +21,22 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (llmbook)" >/dev/null
 	touch $@
 
+# The notebooks run once per test run, inside tests/test_site.py's strict build
+# (nbval still runs any notebook on request: pytest chapters/05_attention.ipynb).
 test: setup
-	OMP_NUM_THREADS=1 MPLBACKEND=Agg $(BIN)/python -m pytest -n $(WORKERS) --durations=15 $(PYTEST_ARGS)
+	OMP_NUM_THREADS=1 MPLBACKEND=Agg $(BIN)/python -m pytest -n $(WORKERS) --durations=25 tests $(PYTEST_ARGS)
 
 book: setup
+	@$(MAKE) --no-print-directory html
+
+# The book from a clean _build, without the set-up step (tests/test_site.py runs this with
+# its own Python): MathJax and the widget manager from npm (sha512-checked) so the site
+# works offline; every chapter and solutions notebook executed, JOBS at a time, into the
+# build's cache; then the strict build, which fails on any warning or broken reference.
+html:
 	rm -rf _build
+	$(BIN)/python tools/book_assets.py
+	$(BIN)/python tools/execute_notebooks.py --jobs $(JOBS)
 	$(BIN)/jupyter-book build . -W -n --keep-going
 
 clean:

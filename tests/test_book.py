@@ -109,3 +109,22 @@ def test_readme_documents_the_two_commands_and_ci_runs_the_test_one():
     readme = (ROOT / "README.md").read_text()
     assert "make book" in readme and "make test" in readme and "LLMBOOK_DATA" in readme
     assert "make test" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_workflows_test_publish_and_run_weekly_with_the_readme_commands():
+    flows = {p.name: yaml.safe_load(p.read_text()) for p in (ROOT / ".github" / "workflows").glob("*.yml")}
+
+    def steps(flow):
+        return [s for job in flow["jobs"].values() for s in job.get("steps", [])]
+
+    def runs(flow):
+        return "\n".join(s.get("run", "") for s in steps(flow))
+
+    def triggers(flow):
+        return flow.get("on", flow.get(True)) or {}  # YAML reads a bare `on:` key as True
+
+    assert any("make test" in runs(f) and "push" in triggers(f) for f in flows.values()), "no test workflow"
+    publish = [f for f in flows.values() if any("deploy-pages" in s.get("uses", "") for s in steps(f))]
+    assert publish and "make book" in runs(publish[0]), "no workflow builds the book and publishes it"
+    assert triggers(publish[0])["push"]["branches"] == ["main"], "the site is published from main"
+    assert any("schedule" in triggers(f) and "make test" in runs(f) for f in flows.values()), "no weekly run"

@@ -1,0 +1,201 @@
+"""Execute the book's notebooks, several at a time, into the book build's execution cache.
+
+The book build (jupyter-book with ``execute_notebooks: cache``) executes every notebook it
+cannot find in its cache, one after another. This script does that same execution first,
+``--jobs`` notebooks at a time with one thread each, so a machine with several cores builds
+the book in a fraction of the time:
+
+* the notebooks are the ones the build executes: every notebook in ``_toc.yml`` that is not
+  excluded by ``execute.exclude_patterns`` in ``_config.yml`` (the exercises, which raise
+  until a reader solves them);
+* each is executed by the function the build itself uses (``jupyter_cache``'s
+  ``single_nb_execution``), in the notebook's own folder, with the timeout and error policy
+  of ``_config.yml``;
+* each executed notebook is stored in the build's cache (``execute.cache``), keyed by the
+  hash of its code, so ``jupyter-book build`` then finds it and only renders it.
+
+Every notebook is attempted. A notebook with a failing cell is reported with its
+traceback, is not cached, and makes the script exit with status 1, so the book command
+stops before rendering a book with a broken chapter in it. ``_build/execution.json``
+records each notebook's outcome and time (tests/test_site.py reads it).
+
+Usage: python tools/execute_notebooks.py [--jobs N]   (from the repository root)
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures as cf
+import json
+import multiprocessing
+import os
+import sys
+import time
+from pathlib import Path, PurePosixPath
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+REPORT = ROOT / "_build" / "execution.json"
+
+
+def toc_entries(node) -> list[str]:
+    """Every ``file``/``root`` entry of a jupyter-book table of contents, in order."""
+    found: list[str] = []
+    if isinstance(node, dict):
+        for key in ("root", "file"):
+            if key in node:
+                found.append(str(node[key]))
+        for key, value in node.items():
+            if key not in ("root", "file"):
+                found.extend(toc_entries(value))
+    elif isinstance(node, list):
+        for item in node:
+            found.extend(toc_entries(item))
+    return found
+
+
+def notebooks_to_execute(root: Path = ROOT) -> list[Path]:
+    """The notebooks the book build executes, in table-of-contents order."""
+    config = yaml.safe_load((root / "_config.yml").read_text())
+    toc = yaml.safe_load((root / "_toc.yml").read_text())
+    excluded = config.get("execute", {}).get("exclude_patterns", [])
+    paths = []
+    for entry in toc_entries(toc):
+        path = root / (entry if entry.endswith(".ipynb") else entry + ".ipynb")
+        if not path.is_file():
+            continue  # a Markdown page: nothing to execute
+        if any(PurePosixPath(path.as_posix()).match(p) for p in excluded):
+            continue
+        paths.append(path)
+    return paths
+
+
+def _execute(path: str, timeout: int | None, allow_errors: bool, threads: str | None) -> dict:
+    """Run in a worker process: execute one notebook and return it with its time and error."""
+    import nbformat
+    from jupyter_cache.executors.utils import single_nb_execution
+
+    # The kernel inherits this process's environment. MPLBACKEND=Agg (set for the tests)
+    # would stop ipykernel from choosing its inline backend, and the pages would lose
+    # their figures, so it is removed here.
+    os.environ.pop("MPLBACKEND", None)
+    if threads:
+        os.environ["OMP_NUM_THREADS"] = threads
+    nb = nbformat.reads(Path(path).read_text(encoding="utf-8"), as_version=4)
+    started = time.process_time()
+    result = single_nb_execution(
+        nb,
+        cwd=str(Path(path).parent),
+        timeout=timeout,
+        allow_errors=allow_errors,
+        meta_override=True,
+    )
+    return {
+        "notebook": nbformat.writes(nb) if result.err is None else None,
+        "seconds": round(result.time, 1),
+        "client_cpu_seconds": round(time.process_time() - started, 1),
+        "error": result.exc_string,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--jobs",
+        default="auto",
+        help="notebooks executed at once (default: auto = the number of CPU cores, at most 4)",
+    )
+    args = parser.parse_args(argv)
+    jobs = min(os.cpu_count() or 1, 4) if args.jobs == "auto" else max(1, int(args.jobs))
+
+    import nbformat
+    from jupyter_cache import get_cache
+    from jupyter_cache.base import CacheBundleIn
+
+    config = yaml.safe_load((ROOT / "_config.yml").read_text())
+    execute = config.get("execute", {})
+    if execute.get("execute_notebooks", "auto") != "cache":
+        print(
+            "execute_notebooks is not 'cache' in _config.yml: the build executes the notebooks itself"
+        )
+        return 0
+    if execute.get("run_in_temp"):
+        print(
+            "run_in_temp is set in _config.yml: this script executes in the notebooks' folders; stopping"
+        )
+        return 2
+    cache = get_cache(str(ROOT / execute.get("cache", ".jupyter_cache")))
+    timeout = execute.get("timeout", 30)
+    allow_errors = bool(execute.get("allow_errors", False))
+    # One thread per kernel when several run at once: more threads than cores is slower.
+    threads = os.environ.get("OMP_NUM_THREADS") or ("1" if jobs > 1 else None)
+
+    todo, records = [], []
+    for path in notebooks_to_execute():
+        nb = nbformat.reads(path.read_text(encoding="utf-8"), as_version=4)
+        try:
+            cache.match_cache_notebook(nb)
+        except KeyError:
+            todo.append(path)
+        else:
+            print(f"cached already: {path.relative_to(ROOT)}")
+            records.append(
+                {"path": str(path.relative_to(ROOT)), "ok": True, "seconds": None, "error": None}
+            )
+
+    print(
+        f"executing {len(todo)} notebooks, {jobs} at a time, OMP_NUM_THREADS={threads or 'unset'}",
+        flush=True,
+    )
+    started = time.perf_counter()
+    context = multiprocessing.get_context("spawn")
+    with cf.ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+        futures = {pool.submit(_execute, str(p), timeout, allow_errors, threads): p for p in todo}
+        for future in cf.as_completed(futures):
+            path = futures[future]
+            name = str(path.relative_to(ROOT))
+            try:
+                out = future.result()
+            except Exception as err:  # noqa: BLE001 - a crashed worker is reported like a failing cell
+                out = {
+                    "notebook": None,
+                    "seconds": None,
+                    "client_cpu_seconds": None,
+                    "error": repr(err),
+                }
+            ok = out["error"] is None
+            if ok:
+                cache.cache_notebook_bundle(
+                    CacheBundleIn(
+                        nbformat.reads(out["notebook"], as_version=4),
+                        str(path),
+                        data={"execution_seconds": out["seconds"]},
+                    ),
+                    check_validity=False,
+                    overwrite=True,
+                )
+            records.append(
+                {"path": name, "ok": ok, "seconds": out["seconds"], "error": out["error"]}
+            )
+            print(
+                f"{'ok    ' if ok else 'FAILED'} {out['seconds'] or 0:7.1f} s  {name}", flush=True
+            )
+            if not ok:
+                print(out["error"], file=sys.stderr, flush=True)
+
+    wall = time.perf_counter() - started
+    records.sort(key=lambda r: r["path"])
+    REPORT.parent.mkdir(parents=True, exist_ok=True)
+    REPORT.write_text(
+        json.dumps({"jobs": jobs, "wall_seconds": round(wall, 1), "notebooks": records}, indent=1)
+    )
+    failed = [r["path"] for r in records if not r["ok"]]
+    print(
+        f"executed {len(records)} notebooks in {wall:.0f} s wall; {len(failed)} failed {failed or ''}"
+    )
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
