@@ -186,7 +186,7 @@ def _loss_sum(model: GPT, dataset: Dataset, indices: torch.Tensor, batch_size: i
     try:
         for chunk in indices.split(batch_size):
             x, y = (t.to(device) for t in collate(dataset, chunk))
-            with _precision_context(device, precision):
+            with precision_context(device, precision):
                 _, loss = model(x, y)
             total += loss.item() * len(chunk)
             weight += len(chunk)
@@ -205,13 +205,24 @@ def _evaluate_across_ranks(model: GPT, dataset: Dataset, batch_size: int, max_ba
     return total / weight
 
 
-def _precision_context(device: torch.device, precision: str):
-    """fp32: nothing; bf16: autocast to bf16 on any device; auto: whatever the device is good at."""
+def precision_context(device: torch.device | str, precision: str):
+    """fp32: nothing; bf16: autocast to bf16 on any device; auto: whatever the device is good at.
+
+    Under autocast, matrix multiplications (the linear layers) run in bf16, operations
+    that need the range or the digits (the loss) run in fp32, and the rest follow their
+    inputs; the weights themselves, and the optimizer's update, stay fp32 (chapter 12).
+    """
+    device = torch.device(device)
+    if precision not in ("auto", "fp32", "bf16"):
+        raise ValueError(f"precision must be 'auto', 'fp32' or 'bf16', got {precision!r}")
     if precision == "fp32":
         return contextlib.nullcontext()
     if precision == "bf16":
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     return autocast(device)
+
+
+_precision_context = precision_context  # the name chapter 8 and older code use
 
 
 def train(
@@ -280,7 +291,7 @@ def train(
             # Only the last micro-batch's backward() needs to all-reduce the gradients.
             last = micro == cfg.grad_accum_steps - 1
             with contextlib.nullcontext() if forward is model or last else forward.no_sync():
-                with _precision_context(device, cfg.precision):
+                with precision_context(device, cfg.precision):
                     _, loss = forward(x, y)
                 (loss / cfg.grad_accum_steps).backward()
             step_loss += loss.item() / cfg.grad_accum_steps

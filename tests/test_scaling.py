@@ -1,0 +1,92 @@
+"""``llmbook.scaling``: the compute, memory and time arithmetic of chapter 12."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+
+from llmbook import GPT, GPTConfig, count_parameters
+from llmbook.scaling import (
+    GPU_PEAK_BF16_FLOPS,
+    activation_bytes,
+    chinchilla_tokens,
+    compute_optimal,
+    interleaved_timings,
+    measure_throughput,
+    model_state_bytes,
+    per_gpu_state_bytes,
+    training_flops,
+    training_seconds,
+)
+from llmbook.train import precision_context
+
+
+def test_six_n_d_and_chinchilla():
+    assert training_flops(124e6, 2.5e9) == pytest.approx(1.86e18)
+    assert chinchilla_tokens(70e9) == pytest.approx(1.4e12)  # Chinchilla itself: 70B on 1.4T tokens
+    n, d = compute_optimal(training_flops(70e9, 1.4e12))
+    assert n == pytest.approx(70e9) and d == pytest.approx(1.4e12)
+    with pytest.raises(ValueError, match="positive"):
+        training_flops(0, 10)
+
+
+def test_training_time_divides_by_devices_and_utilisation():
+    flops = training_flops(124e6, 2.5e9)
+    one = training_seconds(flops, GPU_PEAK_BF16_FLOPS["A100"], mfu=0.4)
+    assert one == pytest.approx(1.86e18 / (312e12 * 0.4))
+    assert training_seconds(flops, GPU_PEAK_BF16_FLOPS["A100"], n_devices=8, mfu=0.4) == pytest.approx(one / 8)
+    with pytest.raises(ValueError, match="mfu"):
+        training_seconds(flops, 1e12, mfu=40)
+
+
+def test_adam_needs_sixteen_bytes_per_parameter_either_way():
+    for precision in ("fp32", "mixed"):
+        assert sum(model_state_bytes(1, precision).values()) == 16
+    with pytest.raises(ValueError, match="precision"):
+        model_state_bytes(1, "fp8")
+
+
+def test_zero_stages_shard_more_and_more():
+    n = count_parameters("gpt2-xl")
+    totals = [sum(per_gpu_state_bytes(n, 8, stage).values()) for stage in range(4)]
+    assert totals[0] == 16 * n  # plain DDP: everything on every GPU
+    assert totals[1] == pytest.approx((2 + 2 + 12 / 8) * n)
+    assert totals[2] == pytest.approx((2 + (2 + 12) / 8) * n)
+    assert totals[3] == pytest.approx(16 * n / 8)
+    assert all(a > b for a, b in itertools.pairwise(totals))
+    with pytest.raises(ValueError, match="stage"):
+        per_gpu_state_bytes(n, 8, 4)
+
+
+def test_fused_attention_drops_the_quadratic_term():
+    cfg = GPTConfig.from_preset("gpt2")
+    fused, explicit = activation_bytes(cfg, 1), activation_bytes(cfg, 1, fused_attention=False)
+    assert explicit - fused == pytest.approx(cfg.n_layer * 5 * cfg.n_head * 1024**2)
+    assert activation_bytes(cfg, 4) == pytest.approx(4 * fused)  # linear in the batch
+
+
+def test_interleaved_timings_take_turns():
+    order = []
+    times = interleaved_timings({"a": lambda: order.append("a"), "b": lambda: order.append("b")}, repeats=3, warmup=1)
+    assert order == ["a", "b"] * 4 and all(len(v) == 3 and min(v) >= 0 for v in times.values())
+
+
+def test_measured_throughput_is_consistent():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=50, n_positions=32, n_embd=32, n_layer=1, n_head=2))
+    t = measure_throughput(model, batch_size=2, seq_len=16, steps=2)
+    assert t.tokens_per_second == pytest.approx(32 / t.seconds_per_step)
+    assert t.flops_per_second == pytest.approx(6 * model.num_parameters() * t.tokens_per_second)
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_precision_context_casts_matmuls_only_in_bf16():
+    x, w = torch.randn(2, 4), torch.randn(4, 4)
+    with precision_context("cpu", "bf16"):
+        assert (x @ w).dtype == torch.bfloat16
+    with precision_context("cpu", "fp32"):
+        assert (x @ w).dtype == torch.float32
+    with pytest.raises(ValueError, match="precision"):
+        precision_context("cpu", "fp16")
