@@ -59,7 +59,8 @@ def test_gpt2_ranks_give_tiktoken_ids_on_every_corpus(ours, theirs, corpus) -> N
     text = data.load_corpus(corpus)
     rng = random.Random(3)
     # A long leading slice plus random windows from all over the corpus.
-    slices = [text[:300_000]] + [text[s : s + 3000] for s in (rng.randrange(len(text)) for _ in range(100))]
+    starts = [rng.randrange(len(text)) for _ in range(100)]
+    slices = [text[:300_000]] + [text[s : s + 3000] for s in starts]
     for chunk in slices:
         ids = ours.encode_ordinary(chunk)
         assert ids == theirs.encode_ordinary(chunk)
@@ -74,7 +75,8 @@ def test_every_gutenberg_book_raw_with_bom_and_crlf(ours, theirs) -> None:
 
 def test_random_unicode_matches_tiktoken(ours, theirs) -> None:
     rng = random.Random(0)
-    alphabet = list("aAzZ09 '\t\n.,!?-") + ["é", "ß", "日", "本", "🙂", "\u0301", "'s", "'ll", "  ", "\r\n"]
+    alphabet = list("aAzZ09 '\t\n.,!?-")
+    alphabet += ["é", "ß", "日", "本", "🙂", "\u0301", "'s", "'ll", "  ", "\r\n"]
     for _ in range(300):
         text = "".join(rng.choice(alphabet) for _ in range(rng.randint(1, 40)))
         assert ours.encode_ordinary(text) == theirs.encode_ordinary(text), repr(text)
@@ -107,10 +109,12 @@ def test_gpt2_ranks_match_encoder_json_and_vocab_bpe(ours) -> None:
     """GPT-2's original files (printable stand-ins for bytes, pair merges) hold the same ranks."""
     printable = [*range(33, 127), *range(161, 173), *range(174, 256)]
     stand_in = {b: chr(b) for b in printable}
-    stand_in.update({b: chr(256 + k) for k, b in enumerate(b for b in range(256) if b not in stand_in)})
+    others = [b for b in range(256) if b not in stand_in]
+    stand_in.update({b: chr(256 + k) for k, b in enumerate(others)})
     to_byte = {c: b for b, c in stand_in.items()}
     encoder = json.loads(data.data_path("tokenizers/gpt2/encoder.json").read_text(encoding="utf-8"))
-    from_json = {bytes(to_byte[c] for c in tok): i for tok, i in encoder.items() if tok != ENDOFTEXT}
+    from_json = {bytes(to_byte[c] for c in tok): i
+                 for tok, i in encoder.items() if tok != ENDOFTEXT}
     assert from_json == ours.ranks
     lines = data.data_path("tokenizers/gpt2/vocab.bpe").read_text(encoding="utf-8").split("\n")[1:]
     merges = [ln.split() for ln in lines if ln]
@@ -232,7 +236,8 @@ def test_gpt2_round_trips_through_json(ours, theirs, tmp_path) -> None:
 
 
 def test_helpers() -> None:
-    assert pretokenize("Hi there!  It's 2024.") == ["Hi", " there", "!", " ", " It", "'s", " 2024", "."]
+    pieces = ["Hi", " there", "!", " ", " It", "'s", " 2024", "."]
+    assert pretokenize("Hi there!  It's 2024.") == pieces
     assert pair_counts([1, 2, 1, 2, 3]) == Counter({(1, 2): 2, (2, 1): 1, (2, 3): 1})
     assert merge_pair([1, 1, 1, 2, 1, 1], (1, 1), 9) == [9, 1, 2, 9]
     assert merge_pair([], (1, 1), 9) == [] and merge_pair([1], (1, 1), 9) == [1]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from itertools import pairwise
 
 import pytest
 import torch
@@ -11,7 +12,7 @@ from llmbook.exercises import check, checks_for_chapter
 
 
 def count_pairs(ids):
-    return Counter(zip(ids, ids[1:]))
+    return Counter(pairwise(ids))
 
 
 def merge(ids, pair, new_id):
@@ -69,12 +70,12 @@ def test_correct_answers_pass(name, answer) -> None:
 
 
 @pytest.mark.parametrize("answer, hint", [
-    (lambda ids: Counter(zip(ids[:-1], ids[1:-1])), "last pair is missing"),
-    (lambda ids: Counter(zip(ids, ids[1:] + ids[:1])) if ids else {}, "wrap around"),
+    (lambda ids: Counter(pairwise(ids[:-1])), "last pair is missing"),
+    (lambda ids: Counter(pairwise(ids + ids[:1])) if ids else {}, "wrap around"),
     (lambda ids: Counter(zip(ids[::2], ids[1::2])), "pairs overlap"),
-    (lambda ids: Counter(tuple(sorted(p)) for p in zip(ids, ids[1:])), "order matters"),
-    (lambda ids: list(zip(ids, ids[1:])), "count them"),
-    (lambda ids: Counter(f"{a},{b}" for a, b in zip(ids, ids[1:])), "tuple"),
+    (lambda ids: Counter(tuple(sorted(p)) for p in pairwise(ids)), "order matters"),
+    (lambda ids: list(pairwise(ids)), "count them"),
+    (lambda ids: Counter(f"{a},{b}" for a, b in pairwise(ids)), "tuple"),
     (lambda ids: Counter(zip(ids, ids[2:])), "count every adjacent pair"),
 ])
 def test_count_pairs_mistakes(answer, hint) -> None:
@@ -90,7 +91,8 @@ def _first_only(ids, pair, new_id):
 
 
 def _no_skip(ids, pair, new_id):
-    return [new_id if (ids[i], ids[i + 1]) == pair else ids[i] for i in range(len(ids) - 1)] + ids[-1:]
+    out = [new_id if (ids[i], ids[i + 1]) == pair else ids[i] for i in range(len(ids) - 1)]
+    return out + ids[-1:]
 
 
 def _drop_last(ids, pair, new_id):
@@ -132,7 +134,8 @@ def test_merge_mistakes(answer, hint) -> None:
 
 
 @pytest.mark.parametrize("answer, hint", [
-    (lambda texts, enc: sum(map(len, texts)) / sum(len(enc(t)) for t in texts), "characters, not bytes"),
+    (lambda texts, enc: sum(map(len, texts)) / sum(len(enc(t)) for t in texts),
+     "characters, not bytes"),
     (lambda texts, enc: 1 / bytes_per_token(texts, enc), "upside down"),
     (lambda texts, enc: sum(bytes_per_token([t], enc) for t in texts) / len(texts), "averaged"),
     (lambda texts, enc: sum(len(t.encode()) for t in texts) // sum(len(enc(t)) for t in texts),

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
+from itertools import pairwise
 from typing import Any
 
 import torch
@@ -35,18 +36,19 @@ def _fail(what: str, expected: Any, got: Any, hint: str = "") -> CheckFailed:
 
 def _pair_mistakes(ids: list[int]) -> list[tuple[dict, str]]:
     """What the usual mistakes compute for ``count_pairs(ids)``, with the hint that fixes each."""
-    wrapped = Counter(zip(ids, ids[1:] + ids[:1])) if ids else Counter()
+    wrapped = Counter(pairwise(ids + ids[:1])) if ids else Counter()
     non_overlapping = Counter(zip(ids[::2], ids[1::2]))
-    short = Counter(zip(ids[:-1], ids[1:-1]))
-    unordered = Counter(tuple(sorted(p)) for p in zip(ids, ids[1:]))
+    short = Counter(pairwise(ids[:-1]))
+    unordered = Counter(tuple(sorted(p)) for p in pairwise(ids))
     return [
-        (dict(short), ("the last pair is missing: a list of n ids has n - 1 adjacent pairs, at "
-                       "positions (0, 1), (1, 2), ..., (n - 2, n - 1). Check the range of your loop.")),
+        (dict(short), ("the last pair is missing: a list of n ids has n - 1 adjacent pairs, "
+                       "at positions (0, 1), (1, 2), ..., (n - 2, n - 1). Check the range of "
+                       "your loop.")),
         (dict(wrapped), ("you counted a pair from the last id back to the first; the list does "
                          "not wrap around, so stop at the last adjacent pair.")),
         (dict(non_overlapping), ("pairs overlap: [7, 7, 7] holds the pair (7, 7) twice, at "
                                  "positions 0-1 and 1-2. Step through the list one id at a time, "
-                                 "not two (zip(ids, ids[1:]) does it).")),
+                                 "not two (itertools.pairwise(ids) does it).")),
         (dict(unordered), ("order matters: (1, 2) and (2, 1) are different pairs, so do not sort "
                            "the two ids.")),
     ]
@@ -293,12 +295,14 @@ def check_windows(fn: Any) -> str:
                         f"window i starts at i * stride and holds {t} tokens: "
                         f"tokens[i * stride : i * stride + {t}].")
         if not torch.equal(y.long(), y_ref):
-            hint = "each target is its input shifted one token to the left: tokens[start + 1 : start + 1 + T]."
+            hint = ("each target is its input shifted one token to the left: "
+                    "tokens[start + 1 : start + 1 + T].")
             if torch.equal(y.long(), x_ref):
                 hint = ("the targets equal the inputs. The model predicts the next token, so the "
                         "targets are the inputs shifted by one: tokens[start + 1 : start + T + 1].")
             elif n and torch.equal(y[:, 1:].long(), x_ref[:, :-1]):
-                hint = "the targets are shifted the wrong way: the target of position j is token j + 1."
+                hint = ("the targets are shifted the wrong way: the target of position j is "
+                        "token j + 1.")
             raise _fail(f"{label}: the targets are wrong.", y_ref.tolist(), y.tolist(), hint)
     return (f"Matches llmbook.data.TokenWindows on {len(cases)} cases: strides smaller than, "
             f"equal to and larger than the context, and a stream with room for one window only.")
