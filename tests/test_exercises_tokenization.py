@@ -125,7 +125,8 @@ def _right_to_left(ids, pair, new_id):
     (_drop_last, "last id went missing"),
     (_in_place, "changed the list it was given"),
     (_right_to_left, "left to right"),
-    (_no_skip, "walk through ids"),
+    (_no_skip, "skip both ids"),
+    (lambda ids, pair, new_id: _no_skip(ids, pair, new_id)[:-1], "skip both ids"),
     (lambda ids, pair, new_id: None, "should return a list"),
 ])
 def test_merge_mistakes(answer, hint) -> None:

@@ -103,11 +103,9 @@ def _merge_mistakes(ids: list[int], pair: tuple[int, int], new_id: int) -> list[
                 return ids[:i] + [new_id] + ids[i + 2 :]
         return list(ids)
 
-    def overlapping() -> list[int]:
-        out = []
-        for i in range(len(ids) - 1):
-            out.append(new_id if (ids[i], ids[i + 1]) == pair else ids[i])
-        return out
+    def overlapping() -> list[int]:  # new_id where the pair starts, but nothing skipped
+        out = [new_id if (ids[i], ids[i + 1]) == pair else ids[i] for i in range(len(ids) - 1)]
+        return out + ids[-1:]
 
     def dropped_last() -> list[int]:
         out, i = [], 0
@@ -126,8 +124,10 @@ def _merge_mistakes(ids: list[int], pair: tuple[int, int], new_id: int) -> list[
                         "scanning left to right.")),
         (dropped_last(), ("the last id went missing: when the loop stops one short of the end, "
                           "append the final id if it was not part of a merge.")),
-        (overlapping(), ("after a merge, skip both ids of the pair (i += 2) so that an id is "
-                         "never used twice, and keep the ids that are not merged.")),
+        (overlapping(), ("after writing new_id, skip both ids of the pair (i += 2): the second "
+                         "id of the pair is part of new_id and must not be copied as well.")),
+        (overlapping()[:-1], ("after writing new_id, skip both ids of the pair (i += 2), and "
+                              "keep the ids that are not merged, the last one included.")),
         (right_to_left, ("scan from left to right: in [7, 7, 7] the merge of (7, 7) takes the "
                          "first two sevens, giving [new_id, 7].")),
     ]
