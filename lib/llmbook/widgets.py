@@ -178,7 +178,7 @@ class SamplingPlayground:
                                          continuous_update=False)
         self.seed = widgets.IntText(value=seed, description="seed")
         self.output = widgets.Output()
-        self.figure = Figure(figsize=(10, 6.2))
+        self.figure = Figure(figsize=(10, 5.4))
         self.widget = widgets.VBox([
             widgets.HBox([self.prompt, self.seed]),
             widgets.HBox([self.temperature, self.top_k, self.top_p]),
@@ -263,7 +263,7 @@ class SamplingPlayground:
         entropy = float(-(used[used > 0] * used[used > 0].log2()).sum())
 
         self.figure.clear()
-        ax, text_ax = self.figure.subplots(2, 1, gridspec_kw={"height_ratios": [3, 1.3]})
+        ax, text_ax = self.figure.subplots(2, 1, gridspec_kw={"height_ratios": [3.2, 1]})
         ax.bar(xs - 0.2, raw[top].numpy(), width=0.4, color="#b0b0b0", label="model (temperature 1, no cut)")
         ax.bar(xs + 0.2, used[top].numpy(), width=0.4, color="#3060a0", label="after the sliders: sampled from")
         ax.set_xticks(xs.numpy(), [self._token_label(int(i)) for i in top])
