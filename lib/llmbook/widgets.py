@@ -325,3 +325,112 @@ class SamplingPlayground:
 
 
 __all__ += ["SamplingPlayground"]
+
+
+def plot_word_scores(ax: Any, scored: Sequence[tuple[str, float]], title: str, color: str = "#3060a0",
+                     highlight: str | None = None) -> None:
+    """Horizontal bars of (word, cosine similarity), best on top; ``highlight`` in orange."""
+    words = [w for w, _ in scored][::-1]
+    sims = [s for _, s in scored][::-1]
+    ax.barh(range(len(words)), sims, color=[("#e07020" if w == highlight else color) for w in words])
+    ax.set_yticks(range(len(words)), words)
+    ax.set_xlim(min(0.0, *sims) if sims else 0.0, 1.0)
+    ax.set_xlabel("cosine similarity")
+    ax.set_title(title, fontsize=10)
+    ax.grid(axis="x", alpha=0.3)
+
+
+class AnalogyExplorer:
+    """Word boxes for "a is to b as c is to ?" and for one word's neighbours (chapter 2).
+
+    ``vectors`` holds one row per word of ``vocab`` (an ``llmbook.embeddings.Vocabulary``).
+    Editing a box (press Enter) redraws ``figure``: on the left the ``k`` words nearest to
+    b - a + c with the three query words left out, on the right the nearest neighbours of
+    the fourth word. A word outside the vocabulary is reported in the panel's title.
+    ``show(...)`` sets the boxes from code with one redraw.
+    """
+
+    def __init__(self, vectors: torch.Tensor, vocab: Any, a: str = "man", b: str = "king",
+                 c: str = "woman", word: str = "ship", k: int = 10) -> None:
+        import ipywidgets as widgets
+        from matplotlib.figure import Figure
+
+        if vectors.dim() != 2 or len(vectors) != len(vocab):
+            raise ValueError(f"vectors should be ({len(vocab)}, dim), one row per vocabulary word; "
+                             f"got shape {tuple(vectors.shape)}")
+        self.vectors, self.vocab, self.k = vectors.detach().float().cpu(), vocab, k
+        box = {"continuous_update": False, "layout": widgets.Layout(width="190px")}
+        self.a = widgets.Text(value=a, description="a", **box)
+        self.b = widgets.Text(value=b, description="is to b", **box)
+        self.c = widgets.Text(value=c, description="as c", **box)
+        self.word = widgets.Text(value=word, description="neighbours of", **box)
+        self.output = widgets.Output()
+        self.figure = Figure(figsize=(11, 4.2))
+        self.widget = widgets.VBox([widgets.HBox([self.a, self.b, self.c, self.word]), self.output])
+        for control in (self.a, self.b, self.c, self.word):
+            control.observe(self._on_change, names="value")
+        self.draws = 0
+        self.render()
+
+    _batch = False
+
+    def results(self) -> tuple[list[tuple[str, float]], list[tuple[str, float]]]:
+        """(answers to the analogy, neighbours of the word); empty where a word is unknown."""
+        from llmbook.embeddings import analogy, nearest
+
+        a, b, c, word = (box.value.strip().lower() for box in (self.a, self.b, self.c, self.word))
+        answers = analogy(self.vectors, self.vocab, a, b, c, self.k) if all(
+            w in self.vocab for w in (a, b, c)) else []
+        neighbours = nearest(self.vectors, self.vocab, word, self.k) if word in self.vocab else []
+        return answers, neighbours
+
+    def render(self) -> None:
+        """Recompute both lists for the current boxes and redraw."""
+        answers, neighbours = self.results()
+        a, b, c, word = (box.value.strip().lower() for box in (self.a, self.b, self.c, self.word))
+        unknown = [w for w in (a, b, c) if w not in self.vocab]
+        self.figure.clear()
+        left, right = self.figure.subplots(1, 2)
+        plot_word_scores(left, answers, f"{b} − {a} + {c} ≈ ?" if not unknown else
+                         f"not in the vocabulary: {', '.join(repr(w) for w in unknown)}")
+        plot_word_scores(right, neighbours, f"nearest neighbours of {word!r}" if neighbours else
+                         f"{word!r} is not in the vocabulary", color="#609040")
+        self.figure.tight_layout()
+        self.draws += 1
+        self._refresh_output()
+
+    def show(self, a: str | None = None, b: str | None = None, c: str | None = None,
+             word: str | None = None) -> None:
+        """Fill in any of the boxes from code, then redraw once."""
+        self._batch = True
+        try:
+            for name, value in {"a": a, "b": b, "c": c, "word": word}.items():
+                if value is not None:
+                    getattr(self, name).value = value
+        finally:
+            self._batch = False
+        self.render()
+
+    def _on_change(self, change: dict[str, Any]) -> None:
+        if not self._batch:
+            self.render()
+
+    def _refresh_output(self) -> None:
+        try:
+            from IPython import get_ipython
+            from IPython.display import display
+        except ImportError:  # pragma: no cover - IPython comes with ipywidgets
+            return
+        if get_ipython() is None:
+            return
+        self.output.clear_output(wait=True)
+        with self.output:
+            display(self.figure)
+
+    def _ipython_display_(self) -> None:
+        from IPython.display import display
+
+        display(self.widget)
+
+
+__all__ += ["AnalogyExplorer", "plot_word_scores"]
