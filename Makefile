@@ -33,11 +33,12 @@ book: setup
 # its own Python): MathJax and the widget manager from npm (sha512-checked) so the site
 # works offline; every chapter and solutions notebook executed, JOBS at a time, into the
 # build's cache; then the strict build, which fails on any warning or broken reference.
+# (MPLBACKEND=Agg, set for the tests, would stop the kernels from drawing figures inline.)
 html:
 	rm -rf _build
 	$(BIN)/python tools/book_assets.py
-	$(BIN)/python tools/execute_notebooks.py --jobs $(JOBS)
-	$(BIN)/jupyter-book build . -W -n --keep-going
+	env -u MPLBACKEND $(BIN)/python tools/execute_notebooks.py --jobs $(JOBS)
+	env -u MPLBACKEND $(BIN)/jupyter-book build . -W -n --keep-going
 
 clean:
 	rm -rf _build $(VENV) .jupyter_cache
