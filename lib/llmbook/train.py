@@ -242,7 +242,7 @@ def train(
     model on every rank: ``train`` wraps it in ``DistributedDataParallel`` (which first
     copies rank 0's weights to every rank), splits each batch of ``batch_size`` sequences
     evenly across the ranks, averages the logged loss over them, and only rank 0 shows
-    progress and writes checkpoints. Every rank returns the same weights and history.
+    progress and writes checkpoints. Every rank returns the same weights and the same losses.
     """
     cfg = TrainConfig(**{**(asdict(config) if config else {}), **overrides})
     if isinstance(model, DistributedDataParallel):
