@@ -200,7 +200,8 @@ def test_training_learns_an_easy_task_and_records_accuracy():
     ds = C.ClassificationDataset(examples, ByteTokenizer(), max_length=16)
     history = C.train_classifier(model, ds, ds, max_steps=60, batch_size=16, lr=3e-3,
                                  eval_interval=20, progress=False)
-    assert history.eval_steps == [20, 40, 60] and len(history.steps) == 60
+    assert history.eval_steps == [0, 20, 40, 60] and len(history.steps) == 60
+    assert history.val_acc[0] < 0.9  # the untrained head is no better than a guess here
     assert history.val_acc[-1] > 0.95
     assert C.accuracy(model, ds) == pytest.approx(history.val_acc[-1])
     label, prob = C.classify_text(model, ds, "WIN a prize 99!")

@@ -408,9 +408,9 @@ def train_classifier(
 
     Only parameters with ``requires_grad`` learn (see ``freeze``). Batches come from a seeded
     shuffle of ``train_data`` (one pass per epoch, as ``llmbook.train`` does); the learning
-    rate warms up, then follows a cosine down to a tenth. Every ``eval_interval`` steps the
-    accuracy is measured on the validation set and on a fixed sample of ``eval_examples``
-    training examples.
+    rate warms up, then follows a cosine down to a tenth. Before training and every
+    ``eval_interval`` steps, the accuracy is measured on the validation set and on a fixed
+    sample of ``eval_examples`` training examples.
     """
     if len(train_data) == 0:
         raise ValueError("train_data is empty")
@@ -420,6 +420,14 @@ def train_classifier(
     optimizer = configure_optimizer(model, lr, weight_decay)
     history = ClassifierHistory()
     began = time.perf_counter()
+
+    def evaluate(done: int) -> None:
+        history.eval_steps.append(done)
+        history.train_acc.append(accuracy(model, train_data, max_examples=eval_examples))
+        history.val_acc.append(accuracy(model, val_data))
+
+    if val_data is not None and eval_interval:
+        evaluate(0)  # where the curves start: the untrained head
     model.train()
     bar = tqdm(range(max_steps), disable=not progress, desc="fine-tuning", unit="step")
     for step in bar:
@@ -437,9 +445,7 @@ def train_classifier(
         history.steps.append(done)
         history.train_loss.append(loss.item())
         if val_data is not None and eval_interval and (done % eval_interval == 0 or done == max_steps):
-            history.eval_steps.append(done)
-            history.train_acc.append(accuracy(model, train_data, max_examples=eval_examples))
-            history.val_acc.append(accuracy(model, val_data))
+            evaluate(done)
             bar.set_postfix(loss=f"{loss.item():.3f}", val_acc=f"{history.val_acc[-1]:.3f}")
     bar.close()
     history.seconds = time.perf_counter() - began
