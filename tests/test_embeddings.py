@@ -130,6 +130,13 @@ def test_training_puts_words_that_share_contexts_together() -> None:
     assert same > across + 0.5
 
 
+def test_training_stops_with_a_clear_error_when_it_diverges() -> None:
+    ids = torch.randint(0, 10, (2000,), generator=torch.Generator().manual_seed(0))
+    with pytest.raises(RuntimeError, match="lower lr"):
+        train_skipgram(SkipGram(10, 8), ids, torch.bincount(ids, minlength=10), epochs=3,
+                       batch_size=512, lr=1e4, threshold=1.0, progress=False)
+
+
 @pytest.fixture
 def planted() -> tuple[torch.Tensor, Vocabulary]:
     words = ["king", "queen", "man", "woman", "apple", "pear", "boy", "girl"]

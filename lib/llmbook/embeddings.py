@@ -195,6 +195,10 @@ def train_skipgram(
             loss.backward()
             optimizer.step()
             losses.append(loss.item())
+            if not math.isfinite(losses[-1]):
+                bar.close()
+                raise RuntimeError(f"the loss became {losses[-1]} after {len(losses)} batches: the "
+                                   f"learning rate is too high for this batch size; lower lr")
             bar.update()
             if len(losses) % 50 == 0:
                 bar.set_postfix(loss=f"{sum(losses[-50:]) / 50:.3f}")
