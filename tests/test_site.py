@@ -32,6 +32,7 @@ import subprocess
 import sys
 import threading
 import time
+from html import escape
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
@@ -102,6 +103,8 @@ def site() -> Site:
         capture_output=True,
         text=True,
         check=False,
+        # Not a sub-make of `make test`: its flags and jobserver do not apply here.
+        env={k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")},
     )
     seconds = time.perf_counter() - started
     log = out.stdout + out.stderr + f"\n[make html: exit {out.returncode}, {seconds:.0f} s]\n"
@@ -129,6 +132,14 @@ def test_strict_build_passes(site):
             f"_toc.yml lists {page}, but the site has no {page}.html"
         )
     assert (HTML / "index.html").is_file() and (HTML / "search.html").is_file()
+    # The parts of _toc.yml are the sections of every page's navigation.
+    captions = re.findall(
+        r'<span class="caption-text">(.*?)</span>', (HTML / f"{PAGES[0]}.html").read_text()
+    )
+    for part in TOC.get("parts", []):
+        assert escape(part["caption"], quote=False) in captions, (
+            f"no part {part['caption']!r} in the navigation"
+        )
 
 
 def test_exercises_are_shown_not_executed_and_solutions_are_executed(site):
@@ -201,7 +212,10 @@ def browser():
         )
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is in the test extra")
     with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=chromium, args=["--no-sandbox", "--disable-gpu"])
+        b = p.chromium.launch(
+            executable_path=chromium,
+            args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"],
+        )
         yield b
         b.close()
 
@@ -216,7 +230,20 @@ class Visit:
         self.bad_responses: list[str] = []
         self.links: list[str] = []
         self.colab_links: list[str] = []
-        self.facts: dict = {}
+        self.facts: dict = {
+            "h1": "",
+            "code_cells": 0,
+            "outputs": 0,
+            "text_outputs": 0,
+            "figures": 0,
+            "figures_loaded": 0,
+            "math_elements": 0,
+            "math_rendered": 0,
+            "math_errors": [],
+            "widget_views": 0,
+            "widgets_rendered": 0,
+            "launch_menu": [],
+        }
 
 
 def open_page(browser, url: str, visit: Visit, origin: str, viewport=(1280, 900)):
@@ -285,8 +312,9 @@ def visits(browser, server):
     found = {}
     for page_name in PAGES:
         visit = Visit()
-        context, page = open_page(browser, f"{server}/{page_name}.html", visit, server)
+        context = None
         try:
+            context, page = open_page(browser, f"{server}/{page_name}.html", visit, server)
             page.evaluate(READY)
             if page.locator('script[type="application/vnd.jupyter.widget-view+json"]').count():
                 page.wait_for_selector(".jupyter-widgets", timeout=15_000, state="attached")
@@ -307,8 +335,11 @@ def visits(browser, server):
                 if formula.count():
                     formula.scroll_into_view_if_needed()
                     page.screenshot(path=str(SCREENSHOTS / "chapter-math.png"))
+        except Exception as err:  # noqa: BLE001 - a page that hangs or crashes fails its own tests
+            visit.page_errors.append(f"the page did not finish loading: {err}")
         finally:
-            context.close()
+            if context is not None:
+                context.close()
         found[page_name] = visit
     return found
 
