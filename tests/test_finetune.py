@@ -36,6 +36,7 @@ from llmbook.lora import (
     lora_parameter_count,
     lora_parameters,
     merge_lora,
+    train_token_rows,
 )
 from llmbook.metrics import exact_match, lcs_length, normalize, rouge_l, score_answers, token_f1
 from llmbook.model import GPT, IGNORE_INDEX
@@ -278,6 +279,20 @@ def test_merge_lora_gives_the_same_outputs_as_a_plain_gpt() -> None:
     assert not any(isinstance(m, LoRALinear) for m in merged_model.modules())
     with pytest.raises(ValueError, match="no LoRA layers"):
         merge_lora(merged_model)
+
+
+def test_train_token_rows_changes_only_those_rows() -> None:
+    model = tiny_gpt()
+    apply_lora(model, r=2, alpha=4)
+    before = model.wte.weight.detach().clone()
+    handle = train_token_rows(model.wte, [TOK.eot_token])
+    ds = InstructionDataset(ENTRIES, TOK, max_length=96)
+    finetune(model, ds, steps=5, batch_size=2, lr=1e-2, warmup_steps=1, progress=False)
+    changed = (model.wte.weight.detach() != before).any(dim=1)
+    assert changed.nonzero().flatten().tolist() == [TOK.eot_token]
+    handle.remove()
+    with pytest.raises(ValueError, match="ids of this embedding"):
+        train_token_rows(model.wte, [TOK.n_vocab])
 
 
 def test_lora_rejects_bad_arguments() -> None:

@@ -367,7 +367,8 @@ def finetune(model: GPT, train_data: InstructionDataset, val_data: InstructionDa
 
 def generate_answers(model: GPT, tokenizer: Any, prompts: Sequence[str | Mapping[str, str]],
                      max_new_tokens: int = 64, batch_size: int = 16, preamble: str | None = None,
-                     **generate_kwargs: Any) -> list[str]:
+                     return_stopped: bool = False,
+                     **generate_kwargs: Any) -> list[str] | tuple[list[str], list[bool]]:
     """Generate a response to each prompt, stopping at end-of-text; returns the texts.
 
     ``prompts`` are formatted prompt strings or instruction records (formatted with
@@ -375,7 +376,8 @@ def generate_answers(model: GPT, tokenizer: Any, prompts: Sequence[str | Mapping
     KV cache, greedy unless ``generate_kwargs`` say otherwise, e.g. ``temperature=0.8``);
     the answers come back in the original order, end-of-text and surrounding spaces removed.
     A batch whose longest prompt leaves less than ``max_new_tokens`` of context gets
-    only the room that is left.
+    only the room that is left. ``return_stopped=True`` also returns, for each answer,
+    whether the model ended it itself (with end-of-text) rather than running out of room.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
@@ -390,6 +392,7 @@ def generate_answers(model: GPT, tokenizer: Any, prompts: Sequence[str | Mapping
     generate_kwargs.setdefault("stop_token", tokenizer.eot_token)
     generate_kwargs.setdefault("use_cache", True)
     answers: list[str] = [""] * len(encoded)
+    stopped: list[bool] = [False] * len(encoded)
     for start in range(0, len(order), batch_size):
         chunk = order[start:start + batch_size]
         batch = [encoded[i] for i in chunk]
@@ -398,9 +401,9 @@ def generate_answers(model: GPT, tokenizer: Any, prompts: Sequence[str | Mapping
         for i, ids, out in zip(chunk, batch, outputs, strict=True):
             new = out[len(ids):]
             if tokenizer.eot_token in new:
-                new = new[: new.index(tokenizer.eot_token)]
+                new, stopped[i] = new[: new.index(tokenizer.eot_token)], True
             answers[i] = tokenizer.decode(new).strip()
-    return answers
+    return (answers, stopped) if return_stopped else answers
 
 
 __all__ = [

@@ -138,6 +138,27 @@ def lora_parameter_count(model: nn.Module, r: int, targets: Sequence[str] = DEFA
                if isinstance(m, nn.Linear) and _matches(name, targets))
 
 
+def train_token_rows(embedding: nn.Embedding, token_ids: Sequence[int]) -> torch.utils.hooks.RemovableHandle:
+    """Let only the rows ``token_ids`` of a frozen embedding learn; returns the gradient hook's handle.
+
+    LoRA adapts the linear layers, but a token the base model never saw (our CPU model
+    never met ``<|endoftext|>`` in pretraining) keeps the embedding it got from training
+    to be *never* predicted, and with tied weights that row is also the token's output
+    vector. Training just those rows (``n_embd`` numbers each) lets the model learn to
+    use the token. The hook zeroes every other row's gradient, so with AdamW and no
+    weight decay on the matrix (``finetune``'s default) the other rows stay exactly as
+    they were; ``handle.remove()`` undoes it.
+    """
+    weight = embedding.weight
+    ids = sorted(set(int(i) for i in token_ids))
+    if not ids or ids[0] < 0 or ids[-1] >= weight.shape[0]:
+        raise ValueError(f"token_ids must be ids of this embedding (0 to {weight.shape[0] - 1}), got {list(token_ids)}")
+    mask = torch.zeros(weight.shape[0], 1, dtype=weight.dtype, device=weight.device)
+    mask[ids] = 1
+    weight.requires_grad_(True)
+    return weight.register_hook(lambda grad: grad * mask)
+
+
 @torch.no_grad()
 def merge_lora(model: nn.Module) -> nn.Module:
     """Fold every LoRA layer into a plain ``nn.Linear`` (W + scale * B @ A), in place.
@@ -156,4 +177,4 @@ def merge_lora(model: nn.Module) -> nn.Module:
 
 
 __all__ = ["DEFAULT_TARGETS", "LoRALinear", "apply_lora", "count_trainable", "lora_layers",
-           "lora_parameter_count", "lora_parameters", "merge_lora"]
+           "lora_parameter_count", "lora_parameters", "merge_lora", "train_token_rows"]

@@ -101,11 +101,12 @@ MASK_CASES: list[tuple[list[int], int]] = [
 ]
 
 
-def _as_pair(out: Any, label: str) -> tuple[torch.Tensor, torch.Tensor]:
+def _as_pair(out: Any, label: str, names: tuple[str, str] = ("x", "y")) -> tuple[torch.Tensor, torch.Tensor]:
     if not (isinstance(out, tuple | list) and len(out) == 2):
-        raise CheckFailed(f"{label} should return a pair (x, y) of tensors, but returned {describe(out)}.")
+        raise CheckFailed(f"{label} should return a pair ({names[0]}, {names[1]}) of tensors, but returned "
+                          f"{describe(out)}.")
     x, y = out
-    for name, t in (("x", x), ("y", y)):
+    for name, t in zip(names, (x, y), strict=True):
         if not isinstance(t, torch.Tensor):
             raise CheckFailed(f"{label}: {name} should be a torch.Tensor, got {describe(t)}.\n"
                               f"Hint: build it with torch.tensor(..., dtype=torch.long).")
@@ -196,7 +197,7 @@ def check_pad_batch(fn: Any) -> str:
     for pairs, pad_id in PAD_CASES:
         label = f"pad_batch(<{len(pairs)} pairs of lengths {[len(x) for x, _ in pairs]}>, pad_id={pad_id})"
         copies = [(x.clone(), y.clone()) for x, y in pairs]
-        X, Y = _as_pair(call(fn, copies, pad_id, label=label), label)
+        X, Y = _as_pair(call(fn, copies, pad_id, label=label), label, ("X", "Y"))
         ref_X, ref_Y = reference_pad_batch(pairs, pad_id)
         if not (X.shape == ref_X.shape and Y.shape == ref_Y.shape and torch.equal(X, ref_X) and torch.equal(Y, ref_Y)):
             raise CheckFailed(
