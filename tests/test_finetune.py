@@ -219,6 +219,22 @@ def test_generate_answers_keeps_the_order_and_stops_at_end_of_text() -> None:
     assert len(batched) == len(ENTRIES) and all("<|endoftext|>" not in a for a in batched)
 
 
+def test_the_pipeline_works_with_gpt2s_tokenizer() -> None:
+    from llmbook.tokenizers import gpt2_tokenizer
+
+    tok = gpt2_tokenizer()
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=tok.n_vocab, n_positions=64, n_embd=16, n_layer=1, n_head=2)).eval()
+    ds = InstructionDataset(ENTRIES, tok, max_length=64, preamble=ALPACA_PREAMBLE)
+    assert len(ds) == len(ENTRIES)
+    ids, n_prompt = ds.encoded[1]
+    assert tok.decode(ids[n_prompt:-1]) == ENTRIES[1]["output"] and ids[-1] == tok.eot_token
+    finetune(model, ds, steps=2, batch_size=2, warmup_steps=1, progress=False)
+    answers, stopped = generate_answers(model, tok, ENTRIES[:2], max_new_tokens=4, preamble=ALPACA_PREAMBLE,
+                                        return_stopped=True)
+    assert len(answers) == len(stopped) == 2
+
+
 # --------------------------------------------------------------------------- LoRA
 
 
