@@ -21,9 +21,8 @@ end-of-text token is a target like any other, which is how the model learns to s
 
 The pieces are kept general so that later chapters (preference tuning in chapter 11)
 reuse them: ``format_prompt`` / ``encode_example`` for any prompt and response,
-``pad_batch`` for any list of (input, target) pairs, ``response_logprobs`` for the
-log-probability of whole responses, ``generate_answers`` for any model. LoRA lives in
-``llmbook.lora`` and the answer metrics (ROUGE-L, token F1, exact match) in
+``pad_batch`` for any list of (input, target) pairs, ``generate_answers`` for any model.
+LoRA lives in ``llmbook.lora`` and the answer metrics (ROUGE-L, token F1, exact match) in
 ``llmbook.metrics``.
 """
 
@@ -253,20 +252,6 @@ class InstructionDataset(Dataset):
         return sum(int((self.pair(i)[1] != IGNORE_INDEX).sum()) for i in range(len(self)))
 
 
-def response_logprobs(model: GPT, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Log-probability of each row's counted targets, summed: shape (batch,).
-
-    With prompt-masked targets this is log p(response | prompt) for every example of a
-    batch, the quantity preference tuning compares between two responses. Gradients
-    flow (wrap the call in ``torch.no_grad()`` for a frozen reference model).
-    """
-    logits, _ = model(x)
-    logp = torch.log_softmax(logits.float(), dim=-1)
-    counted = y != IGNORE_INDEX
-    picked = logp.gather(-1, y.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-    return (picked * counted).sum(dim=-1)
-
-
 # --------------------------------------------------------------------------- training
 
 
@@ -427,5 +412,5 @@ __all__ = [
     "ALPACA_PREAMBLE", "INSTRUCTION_DATA", "RESPONSE_HEADER", "Encoded", "InstructionDataset", "Split",
     "encode_example", "finetune", "format_example", "format_prompt", "generate_answers",
     "length_grouped_batches", "load_instruction_data", "masked_loss", "masked_targets", "pad_batch",
-    "response_logprobs", "split_data",
+    "split_data",
 ]
