@@ -221,8 +221,9 @@ def dpo_train(policy: GPT, reference: GPT, dataset: PreferenceDataset, *, steps:
               grad_clip: float | None = 1.0, seed: int = 0, progress: bool = True) -> DPOHistory:
     """Train ``policy`` in place with the DPO loss against the frozen ``reference``.
 
-    The reference never changes, so its log-probabilities of every pair are computed
-    once, before training, and looked up per batch; the policy scores the chosen and
+    The reference never changes (its parameters are set to ``requires_grad=False``), so
+    its log-probabilities of every pair are computed once, before training, and looked up
+    per batch; the policy scores the chosen and
     rejected answers of a batch in one forward pass. The schedule is chapter 8's
     warmup + cosine (down to lr / 10), with AdamW and gradient clipping.
     """
