@@ -69,6 +69,10 @@ def test_first_cell_installs_the_library_in_colab_only(path):
     assert f"git+{repo}" in first, f"{path.name}: the set-up cell must install from {repo} (_config.yml)"
     body = [ln for ln in first.splitlines() if ln.strip() and not ln.startswith("#")]
     assert all(ln.startswith(("import sys", "if ", "    ")) for ln in body), "set-up cell must do nothing outside Colab"
+    tags = code_cells(load(path))[0].get("metadata", {}).get("tags", [])
+    assert "remove-cell" in tags, (
+        f"{path.name}: tag the set-up cell 'remove-cell' so the website hides it (Colab still runs it)"
+    )
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: str(p.relative_to(ROOT)))
