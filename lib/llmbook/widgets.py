@@ -20,7 +20,53 @@ import torch
 from llmbook.viz import plot_attention
 
 
-class AttentionExplorer:
+class _FigureApp:
+    """What every app here shares: controls that redraw one figure in an output area.
+
+    A subclass builds ``self.widget`` (the whole app), ``self.output`` (where the figure
+    goes) and ``self.figure``, and implements ``render()``.
+    """
+
+    _batch = False
+
+    def render(self) -> None:  # pragma: no cover - every app defines it
+        raise NotImplementedError
+
+    def _set_controls(self, updates: Mapping[str, Any]) -> None:
+        """Set the named controls (``None`` leaves one alone), then redraw once, not once per control."""
+        self._batch = True
+        try:
+            for name, value in updates.items():
+                if value is not None:
+                    getattr(self, name).value = value
+        finally:
+            self._batch = False
+        self.render()
+
+    def _on_change(self, change: dict[str, Any]) -> None:
+        if not self._batch:
+            self.render()
+
+    def _refresh_output(self) -> None:
+        """Put the figure into the output area, when there is a kernel to send it to."""
+        try:
+            from IPython import get_ipython
+            from IPython.display import display
+        except ImportError:  # pragma: no cover - IPython comes with ipywidgets
+            return
+        if get_ipython() is None:  # plain Python (tests, scripts): nothing to display into
+            return
+        self.output.clear_output(wait=True)
+        with self.output:
+            display(self.figure)
+
+    def _ipython_display_(self) -> None:
+        from IPython.display import display
+
+        display(self.widget)
+
+
+class AttentionExplorer(_FigureApp):
     """Dropdowns for sentence, layer and head above one attention map.
 
     ``weights`` maps a sentence's name to its maps, a (n_layer, n_head, T, T) tensor;
@@ -83,39 +129,7 @@ class AttentionExplorer:
 
     def show(self, sentence: str | None = None, layer: int | None = None, head: int | None = None) -> None:
         """Select a sentence, layer and head from code (the dropdowns follow)."""
-        updates = {"sentence": sentence, "layer": layer, "head": head}
-        self._batch = True  # one redraw at the end, not one per dropdown
-        try:
-            for name, value in updates.items():
-                if value is not None:
-                    getattr(self, name).value = value
-        finally:
-            self._batch = False
-        self.render()
-
-    _batch = False
-
-    def _on_change(self, change: dict[str, Any]) -> None:
-        if not self._batch:
-            self.render()
-
-    def _refresh_output(self) -> None:
-        """Put the figure into the output area, when there is a kernel to send it to."""
-        try:
-            from IPython import get_ipython
-            from IPython.display import display
-        except ImportError:  # pragma: no cover - IPython comes with ipywidgets
-            return
-        if get_ipython() is None:  # plain Python (tests, scripts): nothing to display into
-            return
-        self.output.clear_output(wait=True)
-        with self.output:
-            display(self.figure)
-
-    def _ipython_display_(self) -> None:
-        from IPython.display import display
-
-        display(self.widget)
+        self._set_controls({"sentence": sentence, "layer": layer, "head": head})
 
 
 def attention_explorer(
@@ -128,7 +142,7 @@ def attention_explorer(
 __all__ = ["AttentionExplorer", "attention_explorer"]
 
 
-class SamplingPlayground:
+class SamplingPlayground(_FigureApp):
     """A prompt box and sliders for temperature, top-k and top-p (introduced in chapter 8).
 
     The figure shows the model's next-token distribution for the prompt twice: as the
@@ -190,7 +204,6 @@ class SamplingPlayground:
         self.text = ""
         self.render()
 
-    _batch = False
 
     def settings(self) -> dict[str, Any]:
         """The sampling arguments the controls stand for, as ``llmbook.generate`` takes them."""
@@ -292,36 +305,8 @@ class SamplingPlayground:
     def show(self, prompt: str | None = None, temperature: float | None = None, top_k: int | None = None,
              top_p: float | None = None, seed: int | None = None) -> None:
         """Set any of the controls from code, then redraw once."""
-        updates = {"prompt": prompt, "temperature": temperature, "top_k": top_k, "top_p": top_p, "seed": seed}
-        self._batch = True
-        try:
-            for name, value in updates.items():
-                if value is not None:
-                    getattr(self, name).value = value
-        finally:
-            self._batch = False
-        self.render()
-
-    def _on_change(self, change: dict[str, Any]) -> None:
-        if not self._batch:
-            self.render()
-
-    def _refresh_output(self) -> None:
-        try:
-            from IPython import get_ipython
-            from IPython.display import display
-        except ImportError:  # pragma: no cover - IPython comes with ipywidgets
-            return
-        if get_ipython() is None:
-            return
-        self.output.clear_output(wait=True)
-        with self.output:
-            display(self.figure)
-
-    def _ipython_display_(self) -> None:
-        from IPython.display import display
-
-        display(self.widget)
+        self._set_controls({"prompt": prompt, "temperature": temperature, "top_k": top_k, "top_p": top_p,
+                            "seed": seed})
 
 
 __all__ += ["SamplingPlayground"]
@@ -340,7 +325,7 @@ def plot_word_scores(ax: Any, scored: Sequence[tuple[str, float]], title: str, c
     ax.grid(axis="x", alpha=0.3)
 
 
-class AnalogyExplorer:
+class AnalogyExplorer(_FigureApp):
     """Word boxes for "a is to b as c is to ?" and for one word's neighbours (chapter 2).
 
     ``vectors`` holds one row per word of ``vocab`` (an ``llmbook.embeddings.Vocabulary``).
@@ -372,7 +357,6 @@ class AnalogyExplorer:
         self.draws = 0
         self.render()
 
-    _batch = False
 
     def results(self) -> tuple[list[tuple[str, float]], list[tuple[str, float]]]:
         """(answers to the analogy, neighbours of the word); empty where a word is unknown."""
@@ -402,35 +386,7 @@ class AnalogyExplorer:
     def show(self, a: str | None = None, b: str | None = None, c: str | None = None,
              word: str | None = None) -> None:
         """Fill in any of the boxes from code, then redraw once."""
-        self._batch = True
-        try:
-            for name, value in {"a": a, "b": b, "c": c, "word": word}.items():
-                if value is not None:
-                    getattr(self, name).value = value
-        finally:
-            self._batch = False
-        self.render()
-
-    def _on_change(self, change: dict[str, Any]) -> None:
-        if not self._batch:
-            self.render()
-
-    def _refresh_output(self) -> None:
-        try:
-            from IPython import get_ipython
-            from IPython.display import display
-        except ImportError:  # pragma: no cover - IPython comes with ipywidgets
-            return
-        if get_ipython() is None:
-            return
-        self.output.clear_output(wait=True)
-        with self.output:
-            display(self.figure)
-
-    def _ipython_display_(self) -> None:
-        from IPython.display import display
-
-        display(self.widget)
+        self._set_controls({"a": a, "b": b, "c": c, "word": word})
 
 
 __all__ += ["AnalogyExplorer", "plot_word_scores"]
