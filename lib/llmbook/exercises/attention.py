@@ -21,14 +21,9 @@ import torch.nn.functional as F
 
 from llmbook.attention import CausalSelfAttention
 from llmbook.config import GPTConfig
-from llmbook.exercises.core import CheckFailed, call, describe, register
+from llmbook.exercises.core import CheckFailed, call, describe, mismatch, register
 
 CHAPTER = "05"
-
-
-def _fail(what: str, expected: Any, got: Any, hint: str = "") -> CheckFailed:
-    message = f"{what}\n  expected: {describe(expected)}\n  got:      {describe(got)}"
-    return CheckFailed(message + (f"\nHint: {hint}" if hint else ""))
 
 
 def _close(a: torch.Tensor, b: torch.Tensor) -> bool:
@@ -117,15 +112,15 @@ def check_causal_mask(fn: Any) -> str:
         got = _call_with_hints(fn, t, label=label)
         expected = reference_causal_mask(t)
         if not isinstance(got, torch.Tensor):
-            raise _fail(f"{label} should return a torch.Tensor.", expected, got,
-                        "build it with torch operations, e.g. torch.ones and torch.tril.")
+            raise mismatch(f"{label} should return a torch.Tensor.", expected, got,
+                           "build it with torch operations, e.g. torch.ones and torch.tril.")
         if tuple(got.shape) != (t, t):
-            raise _fail(f"{label} should have shape ({t}, {t}): one row per query, one column "
-                        f"per key.", expected, got)
+            raise mismatch(f"{label} should have shape ({t}, {t}): one row per query, one column "
+                           f"per key.", expected, got)
         if got.dtype != torch.bool or not torch.equal(got, expected):
-            raise _fail(f"{label} is not the causal mask.", expected if t <= 5 else
-                        f"the lower triangle of a {t}x{t} boolean matrix",
-                        got, _mask_hint(t, got))
+            raise mismatch(f"{label} is not the causal mask.", expected if t <= 5 else
+                           f"the lower triangle of a {t}x{t} boolean matrix",
+                           got, _mask_hint(t, got))
     return (
         "Correct for sizes 1 to 64: True on and below the diagonal (the token itself and "
         "the past), False above it (the future)."
@@ -205,7 +200,7 @@ def _attention_case(
         raise CheckFailed(f"{label} returned a tuple; return only the output tensor "
                           f"(weights @ v), of shape {tuple(expected.shape)}.")
     if not isinstance(got, torch.Tensor):
-        raise _fail(f"{label} should return a torch.Tensor.", expected, got)
+        raise mismatch(f"{label} should return a torch.Tensor.", expected, got)
     if any(not torch.equal(a, b) for a, b in zip(given, (q, k, v))):
         raise CheckFailed(f"{label} changed q, k or v in place; compute new tensors instead "
                           f"(no `q /= ...`).")
@@ -226,8 +221,8 @@ def _attention_case(
                 if _close(got, variant):
                     hint = why
                     break
-        raise _fail(f"{label} ({what}) gave the wrong output (first rows shown).",
-                    _first_rows(expected), _first_rows(got), hint)
+        raise mismatch(f"{label} ({what}) gave the wrong output (first rows shown).",
+                       _first_rows(expected), _first_rows(got), hint)
 
 
 @register("attention.scaled_dot_product", chapter=CHAPTER,
@@ -298,7 +293,7 @@ def _check_merge(merge: Any, x: torch.Tensor, h: int, contiguous: bool) -> None:
     label = f"merge_heads({what}split_heads(x, {h})) with x of shape {(b, t, c)}"
     merged = _call_with_hints(merge, heads, label=label)
     if not isinstance(merged, torch.Tensor):
-        raise _fail(f"{label} should return a torch.Tensor.", x, merged)
+        raise mismatch(f"{label} should return a torch.Tensor.", x, merged)
     if tuple(merged.shape) != (b, t, c):
         raise CheckFailed(f"{label} returned shape {tuple(merged.shape)}, expected "
                           f"{(b, t, c)} = (B, T, n_head * head_dim).")
@@ -307,8 +302,8 @@ def _check_merge(merge: Any, x: torch.Tensor, h: int, contiguous: bool) -> None:
         if _close(merged, heads.reshape(b, t, c)) and h > 1:
             hint = ("you reshaped without first swapping n_head and T back: "
                     ".transpose(1, 2), then .reshape(B, T, C) (or .contiguous().view).")
-        raise _fail(f"{label} did not give x back (first rows shown).",
-                    _first_rows(x), _first_rows(merged), hint)
+        raise mismatch(f"{label} did not give x back (first rows shown).",
+                       _first_rows(x), _first_rows(merged), hint)
 
 
 @register("attention.split_heads", chapter=CHAPTER,
@@ -327,16 +322,16 @@ def check_split_heads(answer: Any) -> str:
         got = _call_with_hints(split, x.clone(), h, label=label)
         expected = reference_split_heads(x, h)
         if not isinstance(got, torch.Tensor):
-            raise _fail(f"{label} should return a torch.Tensor.", expected, got)
+            raise mismatch(f"{label} should return a torch.Tensor.", expected, got)
         if tuple(got.shape) != tuple(expected.shape):
             raise CheckFailed(
                 f"{label} returned shape {tuple(got.shape)}, expected {tuple(expected.shape)} "
                 f"= (B, n_head, T, head_dim) with head_dim = C // n_head = {c // h}."
             )
         if not _close(got, expected):
-            raise _fail(f"{label} put the numbers in the wrong places (x holds 0, 1, 2, ... so "
-                        f"you can trace them; first rows of batch 0, head 0 shown).",
-                        _first_rows(expected), _first_rows(got), _split_hint(x, h, got))
+            raise mismatch(f"{label} put the numbers in the wrong places (x holds 0, 1, 2, ... so "
+                           f"you can trace them; first rows of batch 0, head 0 shown).",
+                           _first_rows(expected), _first_rows(got), _split_hint(x, h, got))
         # Attention's output is a fresh, contiguous (B, n_head, T, head_dim) tensor; the
         # split view is not contiguous. merge_heads must handle both.
         for contiguous in (False, True):
@@ -422,7 +417,7 @@ def check_multi_head(fn: Any) -> str:
         with torch.no_grad():
             got = _call_with_hints(fn, *args, h, label=label)
         if not isinstance(got, torch.Tensor):
-            raise _fail(f"{label} should return a torch.Tensor.", expected, got)
+            raise mismatch(f"{label} should return a torch.Tensor.", expected, got)
         if tuple(got.shape) != (b, t, c):
             raise CheckFailed(f"{label} returned shape {tuple(got.shape)}, expected {(b, t, c)}: "
                               f"one output vector of n_embd numbers per token.")
@@ -433,9 +428,9 @@ def check_multi_head(fn: Any) -> str:
                 if _close(got, _mha(x, w_attn, b_attn, w_proj, b_proj, h, **mistake)):
                     hint = why
                     break
-            raise _fail(f"{label} does not match llmbook's CausalSelfAttention with the same "
-                        f"weights (first rows of the first sequence shown).",
-                        _first_rows(expected), _first_rows(got), hint)
+            raise mismatch(f"{label} does not match llmbook's CausalSelfAttention with the same "
+                           f"weights (first rows of the first sequence shown).",
+                           _first_rows(expected), _first_rows(got), hint)
     return ("Your multi-head attention matches llmbook.attention.CausalSelfAttention to float "
             "precision on 5 shapes (1 to 6 heads, 1 to 9 tokens, batches of 1 to 3).")
 

@@ -18,15 +18,10 @@ import torch
 
 from llmbook.classification import GPTClassifier
 from llmbook.config import GPTConfig
-from llmbook.exercises.core import CheckFailed, call, describe, is_int, register
+from llmbook.exercises.core import CheckFailed, call, describe, is_int, mismatch, register
 from llmbook.model import GPT
 
 CHAPTER = "09"
-
-
-def _fail(what: str, expected: Any, got: Any, hint: str = "") -> CheckFailed:
-    message = f"{what}\n  expected: {describe(expected)}\n  got:      {describe(got)}"
-    return CheckFailed(message + (f"\nHint: {hint}" if hint else ""))
 
 
 # --------------------------------------------------------------------------- balanced undersampling
@@ -69,8 +64,8 @@ def _check_balanced(fn: Any, labels: list[int], seed: int, what: str) -> list[in
             hint = "you kept everything: undersample the larger classes down to the size of the rarest one."
         elif len(got) == n:
             hint = f"you returned {n} indices in all; keep n = {n} from *each* class ({n * len(counts)} in all)."
-        raise _fail(f"{label}: wrong number of examples per class (class: count).", expected, dict(sorted(kept.items())),
-                    hint)
+        raise mismatch(f"{label}: wrong number of examples per class (class: count).", expected, dict(sorted(kept.items())),
+                       hint)
     rare = [c for c, k in counts.items() if k == n]
     if len(rare) == 1:
         missing = [i for i, y in enumerate(labels) if y == rare[0] and i not in set(got)]
@@ -158,7 +153,7 @@ def check_last_token_pool(fn: Any) -> str:
         got = call(fn, given_h, given_m, label=label)
         expected = reference_pool_last(hidden, mask)
         if not isinstance(got, torch.Tensor):
-            raise _fail(f"{label} should return a torch.Tensor.", expected, got)
+            raise mismatch(f"{label} should return a torch.Tensor.", expected, got)
         if not (torch.equal(given_h, hidden) and torch.equal(given_m, mask)):
             raise CheckFailed(f"{label} changed hidden or mask in place; leave the inputs as they are.")
         if tuple(got.shape) != tuple(expected.shape):
@@ -173,8 +168,8 @@ def check_last_token_pool(fn: Any) -> str:
                 if wrong.shape == got.shape and torch.allclose(got.double(), wrong.double(), atol=1e-6):
                     hint = why
                     break
-            raise _fail(f"{label} picked the wrong positions (first numbers of each row shown).",
-                        expected[:, :3], got[:, :3], hint)
+            raise mismatch(f"{label} picked the wrong positions (first numbers of each row shown).",
+                           expected[:, :3], got[:, :3], hint)
     return ("Correct on 4 batches: each row's hidden state at its last real token, whether the row "
             "is full, has one real token, or is mostly padding.")
 
@@ -219,7 +214,7 @@ def check_confusion_from_logits(fn: Any) -> str:
         got = call(fn, logits.clone(), labels.clone(), label=label)
         expected = reference_confusion(logits, labels)
         if not isinstance(got, torch.Tensor):
-            raise _fail(f"{label} should return a torch.Tensor.", expected, got)
+            raise mismatch(f"{label} should return a torch.Tensor.", expected, got)
         if tuple(got.shape) != tuple(expected.shape):
             hint = "the matrix is (n_classes, n_classes) with n_classes = logits.shape[-1]."
             if got.shape[0] < expected.shape[0]:
@@ -228,7 +223,7 @@ def check_confusion_from_logits(fn: Any) -> str:
             raise CheckFailed(f"{label} returned shape {tuple(got.shape)}, expected {tuple(expected.shape)}.\n"
                               f"Hint: {hint}")
         if torch.is_floating_point(got) and not torch.equal(got, got.round()):
-            raise _fail(f"{label} should hold whole counts.", expected, got)
+            raise mismatch(f"{label} should hold whole counts.", expected, got)
         if not torch.equal(got.long(), expected):
             hint = "entry [t, p] counts the examples whose true class is t and whose predicted class is p."
             if torch.equal(got.long(), expected.T):
@@ -238,7 +233,7 @@ def check_confusion_from_logits(fn: Any) -> str:
                         f"example adds exactly 1, at [true class, predicted class].")
             elif _argmax_over_examples(logits, labels, got):
                 hint = "take the argmax over the classes, logits.argmax(dim=-1), not over the examples (dim=0)."
-            raise _fail(f"{label} gave the wrong counts.", expected, got, hint)
+            raise mismatch(f"{label} gave the wrong counts.", expected, got, hint)
     return ("Correct on 5 cases: rows are true classes, columns predicted classes (argmax of the "
             "logits), with a row and a column for every class, even an unused one.")
 
@@ -289,10 +284,10 @@ def check_freeze_all_but_head(fn: Any) -> str:
                 hint = ("freeze every parameter of the GPT (model.gpt.parameters()) and leave only "
                         "model.head's weight and bias trainable.")
             shown = trainable if len(trainable) <= 6 else trainable[:6] + [f"... ({len(trainable)} in all)"]
-            raise _fail(f"{label} left the wrong parameters trainable.", expected_names, shown, hint)
+            raise mismatch(f"{label} left the wrong parameters trainable.", expected_names, shown, hint)
         if not is_int(got):
             hint = "return the number of trainable parameters as an int, e.g. sum(p.numel() for p in ...)."
-            raise _fail(f"{label} should return an int.", expected_count, got, hint)
+            raise mismatch(f"{label} should return an int.", expected_count, got, hint)
         if got != expected_count:
             total = sum(p.numel() for p in model.parameters())
             hint = "count the numbers inside the trainable tensors: sum(p.numel() for p in params if p.requires_grad)."
@@ -303,6 +298,6 @@ def check_freeze_all_but_head(fn: Any) -> str:
                 hint = "you counted every parameter; count only those with requires_grad = True."
             elif got == total - expected_count:
                 hint = "you counted the frozen parameters; count the trainable ones."
-            raise _fail(f"{label} returned the wrong count.", expected_count, got, hint)
+            raise mismatch(f"{label} returned the wrong count.", expected_count, got, hint)
     return ("Correct: only the head's weight and bias stay trainable (even when they had been frozen), "
             "no weight changes, and the count is n_embd × n_classes + n_classes.")

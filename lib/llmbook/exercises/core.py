@@ -284,6 +284,13 @@ def describe(value: Any, limit: int = 200) -> str:
     return f"{text} (a {type(value).__name__})"
 
 
+def mismatch(what: str, expected: Any, got: Any, hint: str = "") -> CheckFailed:
+    """The failure every check raises when an answer differs: what was tested, expected
+    against got (each shortened by ``describe``), and a hint when the mistake is recognised."""
+    message = f"{what}\n  expected: {describe(expected)}\n  got:      {describe(got)}"
+    return CheckFailed(message + (f"\nHint: {hint}" if hint else ""))
+
+
 def _trim(value: Any, limit: int) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -19,14 +19,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from llmbook.exercises.core import CheckFailed, call, describe, register
+from llmbook.exercises.core import CheckFailed, call, mismatch, register
 
 CHAPTER = "02"
-
-
-def _fail(what: str, expected: Any, got: Any, hint: str = "") -> CheckFailed:
-    message = f"{what}\n  expected: {describe(expected)}\n  got:      {describe(got)}"
-    return CheckFailed(message + (f"\nHint: {hint}" if hint else ""))
 
 
 def _close(a: Any, b: torch.Tensor, rtol: float = 1e-4, atol: float = 1e-6) -> bool:
@@ -46,10 +41,10 @@ def _tensor_answer(fn: Any, args: tuple[Any, ...], label: str, expected: torch.T
     if any(isinstance(a, torch.Tensor) and not torch.equal(a.detach(), b) for a, b in zip(given, args)):
         raise CheckFailed(f"{label} changed its inputs in place; compute new tensors instead.")
     if isinstance(got, (int, float)) and expected.dim() == 0:
-        raise _fail(f"{label} returned a Python number; return the tensor itself (no .item()), so "
-                    f"that loss.backward() can compute gradients through it.", expected, got)
+        raise mismatch(f"{label} returned a Python number; return the tensor itself (no .item()), so "
+                       f"that loss.backward() can compute gradients through it.", expected, got)
     if not isinstance(got, torch.Tensor):
-        raise _fail(f"{label} should return a torch.Tensor.", expected, got)
+        raise mismatch(f"{label} should return a torch.Tensor.", expected, got)
     if not _close(got, expected):
         hint = _first_hint(got, variants(), default_hint)
         if not torch.isfinite(got).all() and torch.isfinite(expected).all() and hint == default_hint:
@@ -57,7 +52,7 @@ def _tensor_answer(fn: Any, args: tuple[Any, ...], label: str, expected: torch.T
                     "F.logsigmoid(x) (and check for divisions by zero).")
         if got.shape != expected.shape and hint == default_hint:
             hint = f"the result should have shape {tuple(expected.shape)}. " + hint
-        raise _fail(f"{label} gave the wrong result.", expected, got, hint)
+        raise mismatch(f"{label} gave the wrong result.", expected, got, hint)
     return got
 
 
@@ -179,9 +174,9 @@ def check_skipgram_pairs(fn: Any) -> str:
         try:
             pairs = [tuple(p) for p in got]
         except TypeError:
-            raise _fail(f"{label} should return a list of (center, context) pairs.", expected[:6], got) from None
+            raise mismatch(f"{label} should return a list of (center, context) pairs.", expected[:6], got) from None
         if any(len(p) != 2 for p in pairs):
-            raise _fail(f"{label}: every pair should hold two words, (center, context).", expected[:6], got)
+            raise mismatch(f"{label}: every pair should hold two words, (center, context).", expected[:6], got)
         if Counter(pairs) != Counter(expected):
             hint = next((why for variant, why in _pair_variants(tokens, window)
                          if Counter(pairs) == Counter(variant)), "")
@@ -296,12 +291,12 @@ def check_analogy(fn: Any) -> str:
         got = call(fn, vecs.clone(), list(vocab), a, b, c, k, label=label)
         expected = reference_analogy(vecs, vocab, a, b, c, k)
         if isinstance(got, torch.Tensor) or (isinstance(got, list) and got and not isinstance(got[0], str)):
-            raise _fail(f"{label} should return a list of k words (strings), best first.", expected, got,
-                        "turn row indices into words with words[i].")
+            raise mismatch(f"{label} should return a list of k words (strings), best first.", expected, got,
+                           "turn row indices into words with words[i].")
         if not isinstance(got, list) or list(got) != expected:
             hint = next((why for variant, why in _analogy_variants(vecs, vocab, a, b, c, k)
                          if got == variant), "rank every word by cosine similarity with unit(b) - unit(a) + unit(c).")
             if isinstance(got, list) and len(got) != k:
                 hint = f"return exactly k = {k} words."
-            raise _fail(f"{label} gave the wrong words.", expected, got, hint)
+            raise mismatch(f"{label} gave the wrong words.", expected, got, hint)
     return "Right answers on 5 analogies: king - man + woman = queen, and random vectors of many lengths."

@@ -22,15 +22,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from llmbook.exercises.core import CheckFailed, call, describe, register
+from llmbook.exercises.core import CheckFailed, call, mismatch, register
 from llmbook.model import IGNORE_INDEX
 
 CHAPTER = "11"
-
-
-def _fail(what: str, expected: Any, got: Any, hint: str = "") -> CheckFailed:
-    message = f"{what}\n  expected: {describe(expected)}\n  got:      {describe(got)}"
-    return CheckFailed(message + (f"\nHint: {hint}" if hint else ""))
 
 
 def _close(a: Any, b: torch.Tensor, rtol: float = 1e-4, atol: float = 1e-5) -> bool:
@@ -106,13 +101,13 @@ def check_k_shot_prompt(fn: Any) -> str:
         got = call(fn, instruction, examples, query, label=label)
         expected = reference_k_shot_prompt(instruction, examples, query)
         if not isinstance(got, str):
-            raise _fail(f"{label} should return the prompt as one string.", expected, got,
-                        "join the lines with '\\n'.join(lines).")
+            raise mismatch(f"{label} should return the prompt as one string.", expected, got,
+                           "join the lines with '\\n'.join(lines).")
         if examples != snapshot:
             raise CheckFailed(f"{label} changed the list of examples it was given; build a new list instead.")
         if got != expected:
-            raise _fail(f"{label} is not the expected prompt.", expected, got,
-                        _k_shot_hint(instruction, examples, query, got))
+            raise mismatch(f"{label} is not the expected prompt.", expected, got,
+                           _k_shot_hint(instruction, examples, query, got))
     return ("Correct: instruction (when given), one 'input: output' line per example, and the "
             "query with its colon last, for 0 to 3 examples.")
 
@@ -135,18 +130,18 @@ def check_repeated_sequences(fn: Any) -> str:
         got = call(fn, batch, length, vocab, torch.Generator().manual_seed(7), label=label)
         expected_shape = (batch, 2 * length)
         if not isinstance(got, torch.Tensor):
-            raise _fail(f"{label} should return a torch.Tensor.", f"a tensor of shape {expected_shape}", got,
-                        "draw the segment with torch.randint and join it to itself with torch.cat.")
+            raise mismatch(f"{label} should return a torch.Tensor.", f"a tensor of shape {expected_shape}", got,
+                           "draw the segment with torch.randint and join it to itself with torch.cat.")
         if tuple(got.shape) != expected_shape:
             hint = ("torch.cat joins along dim=1 (time) for two copies side by side; dim=0 would "
                     "stack them as extra rows." if tuple(got.shape) == (2 * batch, length) else
                     "one row per sequence, each twice the segment length.")
-            raise _fail(f"{label} has the wrong shape.", f"shape {expected_shape}", got, hint)
+            raise mismatch(f"{label} has the wrong shape.", f"shape {expected_shape}", got, hint)
         if got.dtype != torch.long:
-            raise _fail(f"{label} should hold token ids as integers (torch.long).", "dtype torch.int64", got,
-                        "torch.randint(high, size, generator=generator) returns torch.long already.")
+            raise mismatch(f"{label} should hold token ids as integers (torch.long).", "dtype torch.int64", got,
+                           "torch.randint(high, size, generator=generator) returns torch.long already.")
         if int(got.min()) < 0 or int(got.max()) >= vocab:
-            raise _fail(f"{label}: token ids must lie in 0 .. {vocab - 1}.", f"ids in [0, {vocab})",
+            raise mismatch(f"{label}: token ids must lie in 0 .. {vocab - 1}.", f"ids in [0, {vocab})",
                         got, "torch.randint(vocab_size, ...) draws from 0 to vocab_size - 1.")
         first, second = got[:, :length], got[:, length:]
         if not torch.equal(first, second):
@@ -155,11 +150,11 @@ def check_repeated_sequences(fn: Any) -> str:
             if doubled is not None and torch.equal(got[:, 0::2], got[:, 1::2]):
                 hint = ("every token appears twice in a row (a a b b ...): that is repeat_interleave. "
                         "Repeat the whole segment instead: a b ... a b ... (torch.cat([s, s], dim=1)).")
-            raise _fail(f"{label}: the second half does not repeat the first.", "row[length:] == row[:length]",
-                        got[0], hint)
+            raise mismatch(f"{label}: the second half does not repeat the first.", "row[length:] == row[:length]",
+                           got[0], hint)
         if batch > 1 and length >= 6 and bool((got == got[0]).all()):
-            raise _fail(f"{label}: every row is the same sequence.", "a different random segment per row",
-                        got, "draw a (batch, length) tensor of tokens, not one segment shared by all rows.")
+            raise mismatch(f"{label}: every row is the same sequence.", "a different random segment per row",
+                           got, "draw a (batch, length) tensor of tokens, not one segment shared by all rows.")
     a = call(fn, 8, 10, 50, torch.Generator().manual_seed(3), label="repeated_sequences(8, 10, 50, g)")
     b = call(fn, 8, 10, 50, torch.Generator().manual_seed(3), label="repeated_sequences(8, 10, 50, g)")
     c = call(fn, 8, 10, 50, torch.Generator().manual_seed(4), label="repeated_sequences(8, 10, 50, g)")
@@ -237,7 +232,7 @@ def check_induction_score(fn: Any) -> str:
                                    "the second copy only (t from L to T - 1); earlier tokens have no "
                                    "earlier occurrence."))]) or (
                 "average weights[..., t, t - L + 1] over t = L, ..., T - 1, with L = T // 2.")
-        raise _fail(f"induction_score of {name} should be {value}.", value, got, hint)
+        raise mismatch(f"induction_score of {name} should be {value}.", value, got, hint)
     for shape, seed in (((12, 12), 0), ((4, 16, 16), 1), ((3, 2, 8, 8), 2), ((2, 1, 2, 2), 3)):
         weights = _random_maps(shape, seed)
         label = f"induction_score(<random causal attention of shape {shape}>)"
@@ -246,11 +241,11 @@ def check_induction_score(fn: Any) -> str:
         if isinstance(got, (int, float)) and expected.dim() == 0:
             got = torch.tensor(float(got))
         if not isinstance(got, torch.Tensor):
-            raise _fail(f"{label} should return a tensor of one score per map.", expected, got)
+            raise mismatch(f"{label} should return a tensor of one score per map.", expected, got)
         if got.shape != expected.shape:
             hint = ("return one score per attention map: average over the queries only (the last "
                     "dimension after indexing), keeping the leading dimensions (batch, heads).")
-            raise _fail(f"{label} has the wrong shape.", f"shape {tuple(expected.shape)}", got, hint)
+            raise mismatch(f"{label} has the wrong shape.", f"shape {tuple(expected.shape)}", got, hint)
         if not _close(got, expected):
             Ls = shape[-1] // 2
             variants = [(_offset_score(weights, Ls, Ls), ("you used key t - L (the same token's earlier "
@@ -258,9 +253,9 @@ def check_induction_score(fn: Any) -> str:
                         (_offset_score(weights, Ls, 1), "you used key t - 1; the target is t - L + 1."),
                         (_offset_score(weights, Ls - 1, Ls - 1), ("start at query t = L, the first token "
                          "of the second copy."))]
-            raise _fail(f"{label} is not the induction score.", expected, got,
-                        _matches(got, variants) or "index weights[..., t, t - L + 1] for t = L .. T - 1, then "
-                        "average over that last dimension.")
+            raise mismatch(f"{label} is not the induction score.", expected, got,
+                           _matches(got, variants) or "index weights[..., t, t - L + 1] for t = L .. T - 1, then "
+                           "average over that last dimension.")
     return ("Correct: 1 for a perfect induction head, 0 for previous-token and same-token heads, and "
             "the right per-head scores for batches of maps.")
 
@@ -300,7 +295,7 @@ def check_sequence_logprob(fn: Any) -> str:
         got = call(fn, logits.clone(), targets.clone(), label=label)
         expected = reference_sequence_logprob(logits, targets)
         if not isinstance(got, torch.Tensor):
-            raise _fail(f"{label} should return a tensor with one log-probability per row.", expected, got)
+            raise mismatch(f"{label} should return a tensor with one log-probability per row.", expected, got)
         if not _close(got, expected):
             logp = torch.log_softmax(logits, dim=-1)
             counted = targets != IGNORE_INDEX
@@ -319,9 +314,9 @@ def check_sequence_logprob(fn: Any) -> str:
                   * counted[:, 1:]).sum(-1), ("logits and targets are already aligned (targets[t] is "
                  "the token after position t): do not shift them again.")),
             ]
-            raise _fail(f"{label} gives the wrong log-probabilities.", expected, got,
-                        _matches(got, variants) or "gather log_softmax(logits)[b, t, targets[b, t]] and sum "
-                        "over t where targets != -100.")
+            raise mismatch(f"{label} gives the wrong log-probabilities.", expected, got,
+                           _matches(got, variants) or "gather log_softmax(logits)[b, t, targets[b, t]] and sum "
+                           "over t where targets != -100.")
     return "Correct: the sum of the answer tokens' log-probabilities, with prompt and padding left out."
 
 
@@ -363,31 +358,31 @@ def check_dpo_loss(fn: Any) -> str:
         got = call(fn, pc.clone(), pr.clone(), rc.clone(), rr.clone(), beta, label=label)
         expected = reference_dpo_loss(pc, pr, rc, rr, beta)
         if not isinstance(got, torch.Tensor):
-            raise _fail(f"{label} should return the loss as a tensor (so that it can be differentiated).",
-                        expected, got, "keep it a tensor: no .item() or float(...) at the end.")
+            raise mismatch(f"{label} should return the loss as a tensor (so that it can be differentiated).",
+                           expected, got, "keep it a tensor: no .item() or float(...) at the end.")
         if got.numel() != 1:
-            raise _fail(f"{label} should return one number, the mean over the pairs.", expected, got,
-                        "finish with .mean().")
+            raise mismatch(f"{label} should return one number, the mean over the pairs.", expected, got,
+                           "finish with .mean().")
         if not _close(got.reshape(()), expected):
-            raise _fail(f"{label} is not the DPO loss.", expected, got,
-                        _matches(got.reshape(()), _dpo_variants(pc, pr, rc, rr, beta))
-                        or "loss = -logsigmoid(beta * ((pi_w - ref_w) - (pi_l - ref_l))).mean()")
+            raise mismatch(f"{label} is not the DPO loss.", expected, got,
+                           _matches(got.reshape(()), _dpo_variants(pc, pr, rc, rr, beta))
+                           or "loss = -logsigmoid(beta * ((pi_w - ref_w) - (pi_l - ref_l))).mean()")
     # When the policy equals the reference the loss is log 2, whatever the log-probabilities.
     same = -torch.rand(5, generator=g, dtype=torch.float64) * 50
     other = -torch.rand(5, generator=g, dtype=torch.float64) * 50
     got = call(fn, same, other, same.clone(), other.clone(), 0.1, label="dpo_loss(pi, pi_l, pi, pi_l, 0.1)")
     if not (isinstance(got, torch.Tensor) and _close(got.reshape(()), torch.tensor(math.log(2), dtype=torch.float64))):
-        raise _fail("When the policy equals the reference, every margin is 0 and the loss is log 2.",
-                    math.log(2), got)
+        raise mismatch("When the policy equals the reference, every margin is 0 and the loss is log 2.",
+                       math.log(2), got)
     # A pair the policy gets badly wrong: the loss is large but finite.
     pc, pr = torch.tensor([-3000.0], dtype=torch.float64), torch.tensor([-10.0], dtype=torch.float64)
     rc, rr = torch.tensor([-20.0], dtype=torch.float64), torch.tensor([-20.0], dtype=torch.float64)
     got = call(fn, pc, pr, rc, rr, 1.0, label="dpo_loss(<a margin of -2990>, beta=1.0)")
     expected = reference_dpo_loss(pc, pr, rc, rr, 1.0)
     if not (isinstance(got, torch.Tensor) and torch.isfinite(got).all() and _close(got.reshape(()), expected)):
-        raise _fail("With a margin of -2990, the loss should be about 2990, not infinite.", expected, got,
-                    "torch.log(torch.sigmoid(x)) rounds sigmoid(-2990) to 0 and gives -inf; "
-                    "F.logsigmoid(x) computes the same value accurately.")
+        raise mismatch("With a margin of -2990, the loss should be about 2990, not infinite.", expected, got,
+                       "torch.log(torch.sigmoid(x)) rounds sigmoid(-2990) to 0 and gives -inf; "
+                       "F.logsigmoid(x) computes the same value accurately.")
     # The loss must carry gradients back to the policy's log-probabilities.
     pc = torch.tensor([-12.0, -30.0], dtype=torch.float64, requires_grad=True)
     pr = torch.tensor([-15.0, -25.0], dtype=torch.float64, requires_grad=True)
@@ -402,7 +397,7 @@ def check_dpo_loss(fn: Any) -> str:
     pr2 = pr.detach().clone().requires_grad_(True)
     reference_dpo_loss(pc2, pr2, rc, rr, 0.5).backward()
     if not (_close(pc.grad, pc2.grad) and _close(pr.grad, pr2.grad)):
-        raise _fail("The gradient of your loss with respect to log pi(chosen) is not DPO's.", pc2.grad, pc.grad)
+        raise mismatch("The gradient of your loss with respect to log pi(chosen) is not DPO's.", pc2.grad, pc.grad)
     return ("Correct: -logsigmoid(beta * margin) averaged over the pairs, log 2 when the policy is the "
             "reference, finite for huge margins, with the right gradients.")
 

@@ -19,18 +19,13 @@ import torch
 import torch.nn.functional as F
 
 from llmbook.config import GPTConfig
-from llmbook.exercises.core import CheckFailed, call, describe, is_int, register
+from llmbook.exercises.core import CheckFailed, call, describe, is_int, mismatch, register
 
 CHAPTER = "07"
 Mistake = tuple[Callable[..., torch.Tensor], str]
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _fail(what: str, expected: Any, got: Any, hint: str = "") -> CheckFailed:
-    message = f"{what}\n  expected: {describe(expected)}\n  got:      {describe(got)}"
-    return CheckFailed(message + (f"\nHint: {hint}" if hint else ""))
 
 
 def _same(a: torch.Tensor, b: torch.Tensor, rtol: float = 1e-4, atol: float = 1e-5) -> bool:
@@ -152,8 +147,8 @@ def _run_layer_norm(fn: Any, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor,
             "subtract each vector's mean, divide by sqrt(variance + eps) with the variance "
             "over the last dimension (dividing by n), then multiply by weight and add bias."
         )
-    raise _fail(f"{label} is wrong for {what} (first values shown).",
-                _head(expected), _head(out), hint)
+    raise mismatch(f"{label} is wrong for {what} (first values shown).",
+                   _head(expected), _head(out), hint)
 
 
 @register("gpt.layer_norm", chapter=CHAPTER, title="Layer normalisation over the last dimension")
@@ -312,8 +307,8 @@ def check_feed_forward(fn: Any) -> str:
             if hint is None and hidden != 4 * d:
                 hint = (f"this case has a hidden width of {hidden}, not 4·{d}: take the sizes "
                         f"from the weights' shapes instead of assuming 4·n_embd.")
-            raise _fail(f"{label} is wrong (first values shown).", _head(expected), _head(out),
-                        hint or "compute gelu_tanh(x @ w_fc.T + b_fc) @ w_proj.T + b_proj.")
+            raise mismatch(f"{label} is wrong (first values shown).", _head(expected), _head(out),
+                           hint or "compute gelu_tanh(x @ w_fc.T + b_fc) @ w_proj.T + b_proj.")
     return (
         "Matches gelu_tanh(x @ w_fc.T + b_fc) @ w_proj.T + b_proj for three shapes, including "
         "a hidden width that is not 4·n_embd."
@@ -420,8 +415,8 @@ def check_kv_cache_step(fn: Any) -> str:
                                 "torch.cat([cache, new], dim=2), so the cache stays in order.")
                     elif name == "cache_k" and torch.equal(got, ref_v):
                         hint = "you returned the values as the keys cache."
-                    raise _fail(f"{label}: the returned {name} is wrong (first values shown).",
-                                _head(want), _head(got), hint)
+                    raise mismatch(f"{label}: the returned {name} is wrong (first values shown).",
+                                   _head(want), _head(got), hint)
             if tuple(out.shape) != (B, H, 1, D):
                 raise CheckFailed(
                     f"{label}: out has shape {tuple(out.shape)}, expected {(B, H, 1, D)}: one "
@@ -429,7 +424,7 @@ def check_kv_cache_step(fn: Any) -> str:
                 )
             if not _same(out, ref_out):
                 hint = _which_mistake(out, _kv_mistakes(), q, k_new, v_new, cache_k, cache_v)
-                raise _fail(
+                raise mismatch(
                     f"{label}: the attention output is wrong (first values shown).",
                     _head(ref_out), _head(out),
                     hint or "compute softmax(q @ K.T / sqrt(head_dim), dim=-1) @ V with K and V "
@@ -504,7 +499,7 @@ def check_kv_cache_bytes(fn: Any) -> str:
                     f"{label} has the right value but as a float ({got!r}); a number of bytes "
                     f"is a whole number: return an int (use // rather than /, or int(...))."
                 )
-            raise _fail(f"{label} should return an int.", expected, got)
+            raise mismatch(f"{label} should return an int.", expected, got)
         if got != expected:
             raise CheckFailed(
                 f"{label} is wrong.\n  expected: {expected:,} bytes\n  got:      {int(got):,} "

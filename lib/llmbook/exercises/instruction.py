@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from llmbook.exercises.core import CheckFailed, call, close, describe, register
+from llmbook.exercises.core import CheckFailed, call, close, describe, mismatch, register
 from llmbook.finetune import ALPACA_PREAMBLE, format_prompt
 from llmbook.finetune import masked_targets as reference_masked_targets
 from llmbook.finetune import pad_batch as reference_pad_batch
@@ -27,11 +27,6 @@ from llmbook.metrics import lcs_length
 from llmbook.model import IGNORE_INDEX
 
 CHAPTER = "10"
-
-
-def _fail(what: str, expected: Any, got: Any, hint: str = "") -> CheckFailed:
-    message = f"{what}\n  expected: {describe(expected)}\n  got:      {describe(got)}"
-    return CheckFailed(message + (f"\nHint: {hint}" if hint else ""))
 
 
 # --------------------------------------------------------------------------- the prompt format
@@ -82,7 +77,7 @@ def check_alpaca_prompt(fn: Any) -> str:
         got = call(fn, dict(entry), label=label)
         expected = format_prompt(entry)
         if not isinstance(got, str):
-            raise _fail(f"{label} should return a str.", expected, got)
+            raise mismatch(f"{label} should return a str.", expected, got)
         if got != expected:
             raise CheckFailed(f"{label} is not the expected prompt.\n  expected: {expected!r}\n"
                               f"  got:      {got!r}\nHint: {_prompt_hint(entry, got)}")
@@ -287,7 +282,7 @@ def check_rouge_l(fn: Any) -> str:
         if isinstance(got, torch.Tensor) and got.numel() == 1:
             got = got.item()
         if not isinstance(got, int | float) or isinstance(got, bool):
-            raise _fail(f"{label} should return a number.", expected, got)
+            raise mismatch(f"{label} should return a number.", expected, got)
         if not close(float(got), expected, rel=1e-6, abs_=1e-9):
             hint = next((why for value, why in _rouge_variants(pred, ref) if close(float(got), value)), None)
             if hint is None and not (pred and ref):
@@ -349,12 +344,12 @@ def check_lora_forward(fn: Any) -> str:
         got = call(fn, *args, label=label)
         expected = reference_lora_forward(x, weight, bias, A, B, alpha)
         if not isinstance(got, torch.Tensor) or tuple(got.shape) != tuple(expected.shape):
-            raise _fail(f"{label} should return a tensor of shape {tuple(expected.shape)}.", expected, got,
-                        "x @ weight.T has the last dimension out_features; (x @ A.T) @ B.T must too.")
+            raise mismatch(f"{label} should return a tensor of shape {tuple(expected.shape)}.", expected, got,
+                           "x @ weight.T has the last dimension out_features; (x @ A.T) @ B.T must too.")
         if not torch.allclose(got.double(), expected.double(), rtol=1e-4, atol=1e-5):
             hint = next((why for wrong, why in _lora_mistakes(x, weight, bias, A, B, alpha)
                          if torch.allclose(got.double(), wrong().double(), rtol=1e-4, atol=1e-5)),
                         "y = x @ weight.T + bias + (alpha / r) * (x @ A.T) @ B.T, with r = A.shape[0].")
-            raise _fail(f"{label} is wrong.", expected, got, hint)
+            raise mismatch(f"{label} is wrong.", expected, got, hint)
     return ("Correct: the frozen layer's output plus the low-rank update (alpha / r) · B A x, "
             "for batched inputs, every rank and with or without a bias.")

@@ -20,7 +20,7 @@ import torch
 
 from llmbook.config import GPTConfig
 from llmbook.config import count_parameters as reference_count
-from llmbook.exercises.core import CheckFailed, call, close, describe, is_int, register
+from llmbook.exercises.core import CheckFailed, call, close, describe, is_int, mismatch, register
 from llmbook.tokenizers import CharTokenizer
 
 CHAPTER = "01"
@@ -43,11 +43,6 @@ def _real_text() -> str:
         return data.load_corpus("shakespeare")
     except Exception:  # noqa: BLE001 - no local copy: a check must not download
         return _SHAKESPEARE_OPENING
-
-
-def _fail(what: str, expected: Any, got: Any, hint: str = "") -> CheckFailed:
-    message = f"{what}\n  expected: {describe(expected)}\n  got:      {describe(got)}"
-    return CheckFailed(message + (f"\nHint: {hint}" if hint else ""))
 
 
 # --------------------------------------------------------------------------- tokenizer
@@ -87,10 +82,10 @@ def _vocab(build_vocab: Any, text: str) -> tuple[dict, dict]:
             hint = "ids should be 0, 1, 2, ... in the order of sorted(set(text))."
         else:
             hint = "the keys of stoi should be exactly the distinct characters of the text."
-        raise _fail(f"{label}: stoi is not what was expected.", expected, stoi, hint)
+        raise mismatch(f"{label}: stoi is not what was expected.", expected, stoi, hint)
     inverse = {i: c for c, i in stoi.items()}
     if itos != inverse:
-        raise _fail(
+        raise mismatch(
             f"{label}: itos should undo stoi (itos[stoi[c]] == c for every character).",
             inverse,
             itos,
@@ -113,7 +108,7 @@ def _encode(encode: Any, text: str, stoi: dict, expected: list[int]) -> list[int
             hint = f"the text has {len(text)} characters, so expect {len(text)} ids."
         at = next((i for i, (a, b) in enumerate(zip(expected, ids)) if a != b), 0)
         start = max(at - 5, 0)
-        raise _fail(
+        raise mismatch(
             f"{label} gave the wrong ids (first difference at position {at}; showing ids "
             f"{start} to {start + 19}).",
             expected[start : start + 20],
@@ -128,9 +123,9 @@ def _decode(decode: Any, ids: list[int], itos: dict, expected: str) -> None:
     text = call(decode, ids, itos, label=label)
     if not isinstance(text, str):
         hint = "join the characters into one string with ''.join(...)."
-        raise _fail(f"{label} should return a str.", expected[:40], text, hint)
+        raise mismatch(f"{label} should return a str.", expected[:40], text, hint)
     if text != expected:
-        raise _fail(
+        raise mismatch(
             f"{label} did not give back the original text.",
             expected[:60],
             text[:60],
@@ -247,7 +242,7 @@ def _run_softmax(fn: Any, logits: torch.Tensor, temperature: float) -> torch.Ten
         )
     expected = _softmax_ref(logits, temperature)
     if not _same(out, expected):
-        raise _fail(
+        raise mismatch(
             f"{label} gave wrong probabilities (first row shown).",
             _first_row(expected),
             _first_row(out),
@@ -394,7 +389,7 @@ def check_count_parameters(fn: Any) -> str:
                     f"{label} ({what}) has the right value but as a float ({got!r}); a count "
                     f"is a whole number: return an int, e.g. with int(...) or // instead of /."
                 )
-            raise _fail(f"{label} ({what}) should return an int.", expected, got)
+            raise mismatch(f"{label} ({what}) should return an int.", expected, got)
         if got != expected:
             raise CheckFailed(
                 f"{label} is the shape of {what}.\n  expected: {expected:,}\n  got:      "
@@ -440,7 +435,7 @@ def check_perplexity(fn: Any) -> str:
         if isinstance(got, bool) or not isinstance(got, (int, float)) and not hasattr(
             got, "__float__"
         ):
-            raise _fail(f"{label} should return a number.", math.exp(loss), got)
+            raise mismatch(f"{label} should return a number.", math.exp(loss), got)
         value = float(got)
         expected = math.exp(loss)
         if not close(value, expected):

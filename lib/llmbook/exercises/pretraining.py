@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from llmbook.data import TokenWindows
-from llmbook.exercises.core import CheckFailed, call, describe, register
+from llmbook.exercises.core import CheckFailed, call, describe, mismatch, register
 from llmbook.generate import filtered_probs
 from llmbook.model import IGNORE_INDEX
 
@@ -31,11 +31,6 @@ Mistake = tuple[Callable[..., Any], str]
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _fail(what: str, expected: Any, got: Any, hint: str = "") -> CheckFailed:
-    message = f"{what}\n  expected: {describe(expected)}\n  got:      {describe(got)}"
-    return CheckFailed(message + (f"\nHint: {hint}" if hint else ""))
 
 
 def _same(a: torch.Tensor, b: torch.Tensor, rtol: float = 1e-4, atol: float = 1e-6) -> bool:
@@ -266,7 +261,7 @@ def _run_ce(fn: Any, logits: torch.Tensor, targets: torch.Tensor, what: str) -> 
     else:
         hint = _which_mistake(got, _ce_mistakes(), logits, targets) or (
             "loss = mean over kept positions of -(z[target] - logsumexp(z)).")
-    raise _fail(f"{label} is wrong for {what}.", round(float(expected), 6), round(float(got), 6), hint)
+    raise mismatch(f"{label} is wrong for {what}.", round(float(expected), 6), round(float(got), 6), hint)
 
 
 @register("pretraining.cross_entropy", chapter=CHAPTER, title="Cross-entropy from logits, with ignored targets")
@@ -334,7 +329,7 @@ def check_bits_per_byte(fn: Any) -> str:
             hint = _which_mistake(float(out), _bpb_mistakes(), loss, n_tokens, n_bytes) or (
                 "bits per byte = loss × n_tokens / n_bytes / ln 2: the total loss in nats, "
                 "shared among the bytes, converted to bits.")
-            raise _fail(f"{label} is wrong for {what}.", round(expected, 6), round(float(out), 6), hint)
+            raise mismatch(f"{label} is wrong for {what}.", round(expected, 6), round(float(out), 6), hint)
     return ("Right for byte-level and BPE-like tokenizers: a uniform guess over 257 bytes costs "
             "log2(257) ≈ 8.006 bits per byte, and the token/byte ratio moves bits between units.")
 
@@ -388,7 +383,7 @@ def _run_topk(fn: Any, logits: torch.Tensor, temperature: float, k: int, what: s
     else:
         hint = _which_mistake(out, _topk_mistakes(), logits, temperature, k) or (
             "divide the logits by the temperature, set all but the k largest to -inf, then softmax.")
-    raise _fail(f"{label} is wrong for {what} (first values shown).", _head(expected), _head(out), hint)
+    raise mismatch(f"{label} is wrong for {what} (first values shown).", _head(expected), _head(out), hint)
 
 
 @register("pretraining.top_k_probs", chapter=CHAPTER, title="Temperature and top-k: the distribution to sample from")
@@ -463,7 +458,7 @@ def _run_top_p(fn: Any, logits: torch.Tensor, p: float, what: str) -> None:
             "sort the probabilities in descending order, keep a token while the total of the tokens "
             "BEFORE it is still below p, map the decision back to the original order, renormalise. "
             "The batch rows are cut each on its own.")
-    raise _fail(f"{label} is wrong for {what} (first values shown).", _head(expected), _head(out), hint)
+    raise mismatch(f"{label} is wrong for {what} (first values shown).", _head(expected), _head(out), hint)
 
 
 @register("pretraining.top_p_probs", chapter=CHAPTER, title="Top-p (nucleus): the smallest set reaching p")

@@ -19,17 +19,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from llmbook.exercises.core import CheckFailed, call, describe, is_int, register
+from llmbook.exercises.core import CheckFailed, call, describe, is_int, mismatch, register
 
 CHAPTER = "04"
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _fail(what: str, expected: Any, got: Any, hint: str = "") -> CheckFailed:
-    message = f"{what}\n  expected: {describe(expected)}\n  got:      {describe(got)}"
-    return CheckFailed(message + (f"\nHint: {hint}" if hint else ""))
 
 
 def _same(a: Any, b: torch.Tensor) -> bool:
@@ -111,14 +106,14 @@ def check_window_pairs(fn: Any) -> str:
         got = _call(fn, ids.clone(), n, label=label)
         expected = reference_window_pairs(ids, n)
         if not (isinstance(got, (tuple, list)) and len(got) == 2):
-            raise _fail(f"{label} should return two tensors, (contexts, targets).", expected, got)
+            raise mismatch(f"{label} should return two tensors, (contexts, targets).", expected, got)
         contexts, targets = got
         if not isinstance(contexts, torch.Tensor) or not isinstance(targets, torch.Tensor):
-            raise _fail(f"{label} should return torch tensors, e.g. with torch.stack.", expected, got)
+            raise mismatch(f"{label} should return torch tensors, e.g. with torch.stack.", expected, got)
         if len(ids) == n and (contexts.numel() or targets.numel()):
-            raise _fail(f"{label}: with exactly n words there is no word after a window, so there "
-                        f"are no pairs.", expected, got,
-                        "return empty tensors of shapes (0, n) and (0,), e.g. ids.new_empty(0, n).")
+            raise mismatch(f"{label}: with exactly n words there is no word after a window, so there "
+                           f"are no pairs.", expected, got,
+                           "return empty tensors of shapes (0, n) and (0,), e.g. ids.new_empty(0, n).")
         if tuple(contexts.shape) != tuple(expected[0].shape) or tuple(targets.shape) != tuple(expected[1].shape):
             raise CheckFailed(
                 f"{label} returned contexts of shape {tuple(contexts.shape)} and targets of shape "
@@ -127,11 +122,11 @@ def check_window_pairs(fn: Any) -> str:
                 f"Hint: {_window_hint(ids, n, contexts, targets)}"
             )
         if contexts.dtype != torch.long or targets.dtype != torch.long:
-            raise _fail(f"{label}: token ids must stay integers (dtype torch.long), because an "
-                        f"nn.Embedding only accepts integer ids.", expected, got)
+            raise mismatch(f"{label}: token ids must stay integers (dtype torch.long), because an "
+                           f"nn.Embedding only accepts integer ids.", expected, got)
         if not (torch.equal(contexts, expected[0]) and torch.equal(targets, expected[1])):
-            raise _fail(f"{label} returned the wrong pairs.", expected, got,
-                        _window_hint(ids, n, contexts, targets))
+            raise mismatch(f"{label} returned the wrong pairs.", expected, got,
+                           _window_hint(ids, n, contexts, targets))
     return ("Correct on 6 cases: len(ids) - n pairs, each n words in reading order followed by "
             "the next word.")
 
@@ -190,15 +185,15 @@ def check_rnn_step(fn: Callable[..., Any]) -> str:
         with torch.no_grad():
             got = _call(fn, *[a.clone() for a in args], label=label)
         if not isinstance(got, torch.Tensor):
-            raise _fail(f"{label} should return the new hidden state, a tensor.", _head(expected), got)
+            raise mismatch(f"{label} should return the new hidden state, a tensor.", _head(expected), got)
         if tuple(got.shape) != (b, d_h):
             raise CheckFailed(f"{label} returned shape {tuple(got.shape)}, expected {(b, d_h)}: "
                               f"one hidden vector of hidden_size numbers per sequence in the batch.")
         if not _same(got, expected):
             hint = _first_hint(got, _rnn_mistakes(*args), "h_new = tanh(x @ weight_ih.T + bias_ih + "
                                "h @ weight_hh.T + bias_hh).")
-            raise _fail(f"{label} does not match nn.RNNCell with the same weights (first numbers shown).",
-                        _head(expected), _head(got), hint)
+            raise mismatch(f"{label} does not match nn.RNNCell with the same weights (first numbers shown).",
+                           _head(expected), _head(got), hint)
     return "Your step matches torch.nn.RNNCell on 4 shapes: tanh of both weighted inputs and both biases."
 
 
@@ -250,8 +245,8 @@ def check_lstm_step(fn: Callable[..., Any]) -> str:
         with torch.no_grad():
             got = _call(fn, *[a.clone() for a in args], label=label)
         if not (isinstance(got, (tuple, list)) and len(got) == 2):
-            raise _fail(f"{label} should return two tensors, (h_new, c_new).",
-                        (_head(expected_h), _head(expected_c)), got)
+            raise mismatch(f"{label} should return two tensors, (h_new, c_new).",
+                           (_head(expected_h), _head(expected_c)), got)
         got_h, got_c = got
         for name, value in (("h_new", got_h), ("c_new", got_c)):
             if not isinstance(value, torch.Tensor) or tuple(value.shape) != (b, d_h):
@@ -271,8 +266,8 @@ def check_lstm_step(fn: Callable[..., Any]) -> str:
                     hint = "c_new is right, so look at h_new = o * tanh(c_new), with o = sigmoid(4th chunk)."
             which = "c_new" if not _same(got_c, expected_c) else "h_new"
             exp, val = (expected_c, got_c) if which == "c_new" else (expected_h, got_h)
-            raise _fail(f"{label}: {which} does not match nn.LSTMCell with the same weights "
-                        f"(first numbers shown).", _head(exp), _head(val), hint)
+            raise mismatch(f"{label}: {which} does not match nn.LSTMCell with the same weights "
+                           f"(first numbers shown).", _head(exp), _head(val), hint)
     return ("Your LSTM step matches torch.nn.LSTMCell on 4 shapes: gates in PyTorch's order "
             "i, f, g, o, c_new = f*c + i*g, h_new = o*tanh(c_new).")
 
@@ -322,14 +317,14 @@ def check_parameter_count(fn: Callable[..., Any]) -> str:
         if isinstance(got, float) and got.is_integer():
             got = int(got)
         if not is_int(got):
-            raise _fail(f"{label} should return a whole number.", expected, got)
+            raise mismatch(f"{label} should return a whole number.", expected, got)
         if got != expected:
             hint = next((why for value, why in _count_mistakes(d_in, h, layers, cell) if value == got),
                         "per layer and gate: hidden_size x (layer input size + hidden_size) weights "
                         "plus 2 x hidden_size biases.")
             shapes = ", ".join(f"{name} {tuple(p.shape)}" for name, p in list(module.named_parameters())[:4])
-            raise _fail(f"{label} is not the number of parameters of torch.nn.{module.__class__.__name__}"
-                        f"({d_in}, {h}, num_layers={layers}), whose first layer holds {shapes}.",
-                        expected, got, hint)
+            raise mismatch(f"{label} is not the number of parameters of torch.nn.{module.__class__.__name__}"
+                           f"({d_in}, {h}, num_layers={layers}), whose first layer holds {shapes}.",
+                           expected, got, hint)
     return ("Your counts match torch.nn.RNN and torch.nn.LSTM on 7 shapes (1 to 3 layers), "
             "both biases and all four LSTM gates included.")

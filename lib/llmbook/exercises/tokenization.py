@@ -21,14 +21,9 @@ import torch
 
 from llmbook.bpe import merge_pair, pair_counts
 from llmbook.data import TokenWindows
-from llmbook.exercises.core import CheckFailed, call, close, describe, register
+from llmbook.exercises.core import CheckFailed, call, close, mismatch, register
 
 CHAPTER = "03"
-
-
-def _fail(what: str, expected: Any, got: Any, hint: str = "") -> CheckFailed:
-    message = f"{what}\n  expected: {describe(expected)}\n  got:      {describe(got)}"
-    return CheckFailed(message + (f"\nHint: {hint}" if hint else ""))
 
 
 # --------------------------------------------------------------------------- count pairs
@@ -69,12 +64,12 @@ def check_count_pairs(fn: Any) -> str:
             if isinstance(got, list) and all(isinstance(p, tuple) for p in got):
                 hint = ("you returned the pairs themselves; count them: "
                         "collections.Counter(pairs) or a dict with d[p] = d.get(p, 0) + 1.")
-            raise _fail(f"{label} should return a dict of counts.", expected, got, hint)
+            raise mismatch(f"{label} should return a dict of counts.", expected, got, hint)
         bad_keys = [k for k in got if not (isinstance(k, tuple) and len(k) == 2)]
         if bad_keys:
-            raise _fail(f"{label}: every key should be a pair (a tuple of two ids), but "
-                        f"{bad_keys[0]!r} is not.", expected, got,
-                        "use tuples such as (ids[i], ids[i + 1]) as keys.")
+            raise mismatch(f"{label}: every key should be a pair (a tuple of two ids), but "
+                           f"{bad_keys[0]!r} is not.", expected, got,
+                           "use tuples such as (ids[i], ids[i + 1]) as keys.")
         cleaned = {k: v for k, v in got.items() if v != 0}
         if cleaned != expected:
             hint = "count every adjacent pair (ids[i], ids[i + 1]) for i from 0 to len(ids) - 2."
@@ -88,7 +83,7 @@ def check_count_pairs(fn: Any) -> str:
                 raise CheckFailed(f"{label} counted {len(diff)} pairs wrongly, e.g. "
                                   f"(pair: (expected, got)) {dict(list(diff.items())[:4])}.\n"
                                   f"Hint: {hint}")
-            raise _fail(f"{label} gave the wrong counts.", expected, got, hint)
+            raise mismatch(f"{label} gave the wrong counts.", expected, got, hint)
     return (f"Correct on {len(cases)} lists, including overlapping repeats [7, 7, 7], a single "
             f"id, an empty list and 400 random ids.")
 
@@ -158,8 +153,8 @@ def check_merge(fn: Any) -> str:
         if isinstance(got, tuple):
             got = list(got)
         if not isinstance(got, list):
-            raise _fail(f"{label} should return a list of ids.", expected, got,
-                        "collect the ids in a new list and return it.")
+            raise mismatch(f"{label} should return a list of ids.", expected, got,
+                           "collect the ids in a new list and return it.")
         if got != expected:
             hint = ("walk through ids with an index i: where (ids[i], ids[i + 1]) == pair, "
                     "append new_id and move on by 2; otherwise append ids[i] and move on by 1.")
@@ -167,7 +162,7 @@ def check_merge(fn: Any) -> str:
                 if got == wrong:
                     hint = why
                     break
-            raise _fail(f"{label} gave the wrong list.", expected, got, hint)
+            raise mismatch(f"{label} gave the wrong list.", expected, got, hint)
     return (f"Correct on {len(cases)} cases: repeated and overlapping pairs, a pair at the "
             f"start, middle and end, no occurrence, one id, an empty list; the input is untouched.")
 
@@ -206,7 +201,7 @@ def check_bytes_per_token(fn: Any) -> str:
             if isinstance(got, torch.Tensor) and got.numel() == 1:
                 got = got.item()
             if not isinstance(got, (int, float)) or isinstance(got, bool):
-                raise _fail(f"{label} should return a number.", expected, got)
+                raise mismatch(f"{label} should return a number.", expected, got)
             if close(got, expected, rel=1e-9):
                 continue
             n_chars = sum(len(d) for d in docs)
@@ -223,7 +218,7 @@ def check_bytes_per_token(fn: Any) -> str:
                 hint = ("you averaged each document's ratio, which gives a short document as "
                         "much weight as a long one. Add up all the bytes and all the tokens "
                         "first, then divide once.")
-            raise _fail(f"{label} is wrong.", round(expected, 6), got, hint)
+            raise mismatch(f"{label} is wrong.", round(expected, 6), got, hint)
     return ("Correct for byte, character and word encoders on English, accented, Japanese and "
             "emoji text, with documents of very different lengths.")
 
@@ -267,16 +262,16 @@ def check_windows(fn: Any) -> str:
             raise
         x_ref, y_ref = reference_windows(tokens, t, s)
         if not (isinstance(got, (tuple, list)) and len(got) == 2):
-            raise _fail(f"{label} should return a pair (inputs, targets).", (x_ref, y_ref), got,
-                        "end with `return inputs, targets`.")
+            raise mismatch(f"{label} should return a pair (inputs, targets).", (x_ref, y_ref), got,
+                           "end with `return inputs, targets`.")
         x, y = (_as_matrix(v) for v in got)
         ragged = [v for v in got if isinstance(v, (list, tuple)) and v
                   and len({len(row) for row in v if hasattr(row, "__len__")}) > 1]
         if ragged:
             raise CheckFailed(f"{label}: the windows have different lengths.\nHint: {_RAGGED}")
         if x is None or y is None:
-            raise _fail(f"{label}: inputs and targets should each be a 2-D tensor (or a list "
-                        f"of equal-length lists), one row per window.", x_ref, got[0])
+            raise mismatch(f"{label}: inputs and targets should each be a 2-D tensor (or a list "
+                           f"of equal-length lists), one row per window.", x_ref, got[0])
         n = len(x_ref)
         if x.shape != x_ref.shape or y.shape != y_ref.shape:
             hint = f"each row is one window of {t} tokens, so expect shape {tuple(x_ref.shape)}."
@@ -288,12 +283,12 @@ def check_windows(fn: Any) -> str:
                         f"up to and including len(tokens) - {t} - 1.")
             elif x.shape[0] == (len(tokens) - t - 1) // t + 1 and s != t:
                 hint = "the windows move by the stride, not by the context length."
-            raise _fail(f"{label} returned {x.shape[0]} windows of shape {tuple(x.shape)}; "
-                        f"expected {n} windows.", tuple(x_ref.shape), tuple(x.shape), hint)
+            raise mismatch(f"{label} returned {x.shape[0]} windows of shape {tuple(x.shape)}; "
+                           f"expected {n} windows.", tuple(x_ref.shape), tuple(x.shape), hint)
         if not torch.equal(x.long(), x_ref):
-            raise _fail(f"{label}: the inputs are wrong.", x_ref.tolist(), x.tolist(),
-                        f"window i starts at i * stride and holds {t} tokens: "
-                        f"tokens[i * stride : i * stride + {t}].")
+            raise mismatch(f"{label}: the inputs are wrong.", x_ref.tolist(), x.tolist(),
+                           f"window i starts at i * stride and holds {t} tokens: "
+                           f"tokens[i * stride : i * stride + {t}].")
         if not torch.equal(y.long(), y_ref):
             hint = ("each target is its input shifted one token to the left: "
                     "tokens[start + 1 : start + 1 + T].")
@@ -303,6 +298,6 @@ def check_windows(fn: Any) -> str:
             elif n and torch.equal(y[:, 1:].long(), x_ref[:, :-1]):
                 hint = ("the targets are shifted the wrong way: the target of position j is "
                         "token j + 1.")
-            raise _fail(f"{label}: the targets are wrong.", y_ref.tolist(), y.tolist(), hint)
+            raise mismatch(f"{label}: the targets are wrong.", y_ref.tolist(), y.tolist(), hint)
     return (f"Matches llmbook.data.TokenWindows on {len(cases)} cases: strides smaller than, "
             f"equal to and larger than the context, and a stream with room for one window only.")

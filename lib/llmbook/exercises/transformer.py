@@ -19,14 +19,9 @@ from typing import Any
 
 import torch
 
-from llmbook.exercises.core import CheckFailed, call, describe, register
+from llmbook.exercises.core import CheckFailed, call, describe, mismatch, register
 
 CHAPTER = "06"
-
-
-def _fail(what: str, expected: Any, got: Any, hint: str = "") -> CheckFailed:
-    message = f"{what}\n  expected: {describe(expected)}\n  got:      {describe(got)}"
-    return CheckFailed(message + (f"\nHint: {hint}" if hint else ""))
 
 
 def _as_tensor(value: Any, label: str) -> torch.Tensor:
@@ -137,17 +132,17 @@ def check_sinusoidal_encoding(fn: Any) -> str:
         got = _as_tensor(call(fn, n, d, label=label), label)
         expected = reference_sinusoidal(n, d).float()
         if got.shape == (d, n) and (n, d) != (d, n):
-            raise _fail(f"{label} has its dimensions the wrong way round.", expected, got,
-                        "return one row per position: shape (n_positions, d_model).")
+            raise mismatch(f"{label} has its dimensions the wrong way round.", expected, got,
+                           "return one row per position: shape (n_positions, d_model).")
         if got.shape != expected.shape:
-            raise _fail(f"{label} should have shape {tuple(expected.shape)}.", expected, got,
-                        "one row per position, one column per dimension of the model.")
+            raise mismatch(f"{label} should have shape {tuple(expected.shape)}.", expected, got,
+                           "one row per position, one column per dimension of the model.")
         if not got.is_floating_point():
-            raise _fail(f"{label} should hold floats.", expected, got,
-                        "create the tensor with dtype=torch.float32 (torch.arange of ints gives ints).")
+            raise mismatch(f"{label} should hold floats.", expected, got,
+                           "create the tensor with dtype=torch.float32 (torch.arange of ints gives ints).")
         if not _same(got, expected):
             if d % 2 == 1 and _same(got[:, : d - 1], expected[:, : d - 1]):
-                raise _fail(
+                raise mismatch(
                     f"{label}: the first {d - 1} columns are right, the last one is not.", expected, got,
                     "with an odd d_model the last column (an even index, 2i = d_model - 1) is a sin "
                     "whose cos partner does not fit; it still uses the angle pos / 10000 ** (2i / d_model).",
@@ -249,12 +244,12 @@ def check_layer_norm(fn: Any) -> str:
             _unchanged(before, after, label, name)
         expected = reference_layer_norm(x, w, b, eps).float()
         if got.shape != expected.shape:
-            raise _fail(f"{label} should have the same shape as x.", expected, got,
-                        "use keepdim=True in mean and var, so that x - mean broadcasts.")
+            raise mismatch(f"{label} should have the same shape as x.", expected, got,
+                           "use keepdim=True in mean and var, so that x - mean broadcasts.")
         if not torch.isfinite(got).all():
-            raise _fail(f"{label} returned nan or inf.", expected, got,
-                        "a constant vector has variance 0: eps inside the square root keeps the "
-                        "division finite, sqrt(var + eps).")
+            raise mismatch(f"{label} returned nan or inf.", expected, got,
+                           "a constant vector has variance 0: eps inside the square root keeps the "
+                           "division finite, sqrt(var + eps).")
         if not torch.allclose(got.double(), expected.double(), atol=1e-4, rtol=1e-4):
             raise CheckFailed(
                 f"{label} is wrong.\n  expected (first row): {_row(expected, shape[-1])}\n"
@@ -334,15 +329,15 @@ def check_decoder_mask(fn: Any) -> str:
                 hint = "the mask depends on each sequence's padding, so it needs a batch dimension: (B, 1, T, T)."
             else:
                 hint = "the shape is (batch, 1, queries, keys) = (B, 1, T, T)."
-            raise _fail(f"{label} should have shape {tuple(expected.shape)}.", expected, got, hint)
+            raise mismatch(f"{label} should have shape {tuple(expected.shape)}.", expected, got, hint)
         if got.dtype != torch.bool:
             if torch.equal(got.bool(), expected) and not got.is_floating_point():
-                raise _fail(f"{label} should be a boolean tensor.", expected, got,
-                            "the values are right; return a bool tensor (comparisons and & give one).")
-            raise _fail(f"{label} should be a boolean tensor (True = may look).", expected, got,
-                        "an additive float mask with -inf is another convention; here, return booleans.")
+                raise mismatch(f"{label} should be a boolean tensor.", expected, got,
+                               "the values are right; return a bool tensor (comparisons and & give one).")
+            raise mismatch(f"{label} should be a boolean tensor (True = may look).", expected, got,
+                           "an additive float mask with -inf is another convention; here, return booleans.")
         if not torch.equal(got, expected):
-            raise _fail(f"{label} is wrong.", expected, got, _mask_hint(got, ids, pad_id))
+            raise mismatch(f"{label} is wrong.", expected, got, _mask_hint(got, ids, pad_id))
     return (
         "Right for every batch: each position sees itself and earlier positions, never a later "
         "one, and never a padding key; the (B, 1, T, T) shape broadcasts over the heads."
@@ -464,7 +459,7 @@ def check_cross_attention(fn: Any) -> str:
                         "position of memory; did you take the queries from memory?")
             else:
                 hint = "the result has the shape of x: (batch, queries, d_model)."
-            raise _fail(f"{label} should have shape {tuple(expected.shape)}.", expected, got, hint)
+            raise mismatch(f"{label} should have shape {tuple(expected.shape)}.", expected, got, hint)
         if not torch.isfinite(got).all():
             hint = ("masked scores become -inf and softmax turns them into 0; a nan usually means "
                     "a whole row of scores was masked.")
@@ -474,7 +469,7 @@ def check_cross_attention(fn: Any) -> str:
                     hint = ("the mask is used upside down: True means 'may look', so fill -inf where "
                             "the mask is False (~memory_mask). With the mask inverted, a sequence "
                             "without padding has every key hidden, and softmax of all -inf is nan.")
-            raise _fail(f"{label} returned nan or inf.", expected, got, hint)
+            raise mismatch(f"{label} returned nan or inf.", expected, got, hint)
         if not torch.allclose(got.double(), expected.double(), atol=1e-4, rtol=1e-4):
             raise CheckFailed(
                 f"{label} is wrong.\n  expected (first row): {_row(expected, expected.shape[-1])}\n"
