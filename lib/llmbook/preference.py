@@ -23,9 +23,8 @@ margin and win rate, and ``dpo_train`` is the training loop.
 
 from __future__ import annotations
 
-import random
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -35,7 +34,7 @@ from tqdm.auto import tqdm
 
 from llmbook.finetune import Encoded, encode_example, format_prompt, masked_targets, pad_batch
 from llmbook.model import GPT, IGNORE_INDEX
-from llmbook.train import configure_optimizer, lr_at
+from llmbook.train import batch_indices, configure_optimizer, lr_at
 
 
 class PreferencePair(NamedTuple):
@@ -205,17 +204,6 @@ class DPOHistory:
     seconds: float = 0.0
 
 
-def _epochs(n: int, batch_size: int, seed: int) -> Iterator[list[int]]:
-    """Endless batches: each epoch a fresh seeded shuffle of 0..n-1, cut into batches."""
-    epoch = 0
-    while True:
-        order = list(range(n))
-        random.Random(seed * 1_000_003 + epoch).shuffle(order)
-        for start in range(0, n - batch_size + 1 if n >= batch_size else 1, batch_size):
-            yield order[start:start + batch_size]
-        epoch += 1
-
-
 def dpo_train(policy: GPT, reference: GPT, dataset: PreferenceDataset, *, steps: int, batch_size: int = 8,
               beta: float = 0.1, lr: float = 1e-4, warmup_steps: int = 10, weight_decay: float = 0.0,
               grad_clip: float | None = 1.0, seed: int = 0, progress: bool = True) -> DPOHistory:
@@ -237,14 +225,14 @@ def dpo_train(policy: GPT, reference: GPT, dataset: PreferenceDataset, *, steps:
     device = next(policy.parameters()).device
     optimizer = configure_optimizer(policy, lr, weight_decay)
     trainable = [p for p in policy.parameters() if p.requires_grad]
-    batches = _epochs(len(dataset), min(batch_size, len(dataset)), seed)
+    batch_size = min(batch_size, len(dataset))
     history, began = DPOHistory(), time.perf_counter()
     policy.train()
     bar = tqdm(range(steps), disable=not progress, desc="DPO", unit="step")
     for step in bar:
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, steps, lr, lr / 10, warmup_steps)
-        part = next(batches)
+        part = batch_indices(len(dataset), batch_size, seed, step * batch_size).tolist()  # as train() draws
         x, y = (t.to(device) for t in dataset.batch(part))
         logps = sequence_logprobs(policy, x, y)
         n = len(part)
