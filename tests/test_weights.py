@@ -38,7 +38,7 @@ def test_loading_by_name_offline_fails_clearly(tmp_path, monkeypatch):
     monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", True)  # read at import time
     monkeypatch.setenv("HF_HOME", str(tmp_path))
     with pytest.raises(WeightsUnavailableError, match="offline"):
-        GPT.from_pretrained("gpt2")
+        load_hf_gpt2("gpt2")
 
 
 def test_unknown_source_is_rejected(tmp_path):

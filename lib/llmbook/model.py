@@ -2,7 +2,8 @@
 
 Module names follow OpenAI's GPT-2 checkpoint (``wte``, ``wpe``, ``h``, ``ln_f``,
 ``attn``, ``mlp``, ``lm_head``) so that loading their weights is a short, explicit
-mapping (see ``llmbook.weights``). Initialisation follows GPT-2: normal(0, 0.02)
+mapping: ``llmbook.weights.load_hf_gpt2`` loads them (the model never imports its
+loaders; they import it). Initialisation follows GPT-2: normal(0, 0.02)
 everywhere, with the projections that write into the residual stream scaled down by
 1/sqrt(2 * n_layer) so the stream's variance does not grow with depth.
 """
@@ -141,13 +142,6 @@ class GPT(nn.Module):
     def from_preset(cls, name: str, **overrides: object) -> GPT:
         """A randomly initialised model of a named shape, e.g. ``GPT.from_preset("char-small")``."""
         return cls(GPTConfig.from_preset(name, **overrides))
-
-    @classmethod
-    def from_pretrained(cls, source: str, device: str | torch.device = "cpu") -> GPT:
-        """OpenAI's GPT-2 weights by name (``gpt2`` ... ``gpt2-xl``) or from a local folder."""
-        from llmbook.weights import load_hf_gpt2  # weights imports model; import late
-
-        return load_hf_gpt2(source, device=device)
 
 
 __all__ = ["GPT", "IGNORE_INDEX", "MLP", "Block", "count_parameters"]
