@@ -7,9 +7,16 @@ from safetensors import safe_open
 
 from llmbook import GPT, GPTConfig
 from llmbook.checkpoint import load_checkpoint, load_model, save_checkpoint, save_model
-from llmbook.train import configure_optimizer
 
 CFG = GPTConfig(vocab_size=20, n_positions=16, n_embd=16, n_layer=1, n_head=2)
+
+
+def adamw(model: GPT) -> torch.optim.AdamW:
+    """AdamW with two parameter groups (decayed matrices, undecayed vectors), as training uses."""
+    matrices = [p for p in model.parameters() if p.dim() >= 2]
+    vectors = [p for p in model.parameters() if p.dim() < 2]
+    return torch.optim.AdamW([{"params": matrices, "weight_decay": 0.1},
+                              {"params": vectors, "weight_decay": 0.0}], lr=1e-3, betas=(0.9, 0.95))
 
 
 def test_model_round_trip_without_pickle(tmp_path, monkeypatch):
@@ -30,12 +37,12 @@ def test_model_round_trip_without_pickle(tmp_path, monkeypatch):
 def test_optimizer_state_round_trips(tmp_path):
     torch.manual_seed(0)
     model = GPT(CFG)
-    opt = configure_optimizer(model, 1e-3, 0.1)
+    opt = adamw(model)
     model(torch.randint(0, 20, (2, 8)), torch.randint(0, 20, (2, 8)))[1].backward()
     opt.step()
     save_checkpoint(tmp_path / "c.safetensors", model, opt, step=1)
     ckpt = load_checkpoint(tmp_path / "c.safetensors")
-    opt2 = configure_optimizer(ckpt.build_model(), 1e-3, 0.1)
+    opt2 = adamw(ckpt.build_model())
     ckpt.restore_optimizer(opt2)
     s1, s2 = opt.state_dict(), opt2.state_dict()
     for pid in s1["state"]:

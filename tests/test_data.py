@@ -85,7 +85,23 @@ def test_a_corrupt_download_writes_nothing(isolated, monkeypatch):
     with pytest.raises(DataIntegrityError, match="sha256"):
         data_path(rel)
     assert not (isolated / "cache" / rel).exists()
-    assert not any((isolated / "cache").rglob("*.part"))
+    assert not [p for p in (isolated / "cache").rglob("*") if p.is_file()]  # no temporary either
+
+
+def test_an_interrupted_download_leaves_no_file(isolated, monkeypatch):
+    rel = "text/the-verdict/the-verdict.txt"
+    payload = b"x"
+    monkeypatch.setitem(REGISTRY, rel, data.DataFile(rel, hashlib.sha256(payload).hexdigest(), "https://x"))
+    fake_network(monkeypatch, {"https://x": payload})
+
+    def interrupted(fd):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "fsync", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        data_path(rel)
+    assert not [p for p in (isolated / "cache").rglob("*") if p.is_file()]
+    monkeypatch.undo()
 
 
 @needs_data

@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import tempfile
 import urllib.request
 import zipfile
 from dataclasses import dataclass
@@ -21,6 +20,8 @@ from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader, Dataset
+
+from llmbook.atomic import atomic_write_bytes
 
 DATA_ENV = "LLMBOOK_DATA"
 CACHE_ENV = "LLMBOOK_CACHE"
@@ -138,20 +139,6 @@ def _verify(path: Path, entry: DataFile) -> Path:
     return path
 
 
-def _atomic_write(target: Path, payload: bytes) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(payload)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _fetch(url: str, timeout: float = 60.0) -> bytes:
     with urllib.request.urlopen(url, timeout=timeout) as response:
         return response.read()
@@ -171,7 +158,7 @@ def _download(entry: DataFile, target: Path) -> None:
             f"download of {entry.path} from {entry.url} has sha256 {actual}, expected {entry.sha256}; "
             f"nothing was written. The address may have changed: set {DATA_ENV} to a local copy."
         )
-    _atomic_write(target, payload)
+    atomic_write_bytes(target, payload)
 
 
 def data_path(relpath: str, download: bool = True) -> Path:

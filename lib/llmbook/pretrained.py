@@ -16,11 +16,9 @@ on a lock file and then loads what the first one saved.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +26,7 @@ from typing import Any
 import torch
 
 from llmbook import data
+from llmbook.atomic import file_lock
 from llmbook.checkpoint import load_checkpoint, save_model
 from llmbook.config import GPTConfig
 from llmbook.device import seed_everything
@@ -35,11 +34,6 @@ from llmbook.model import GPT
 from llmbook.profile import current_profile
 from llmbook.tokenizers import ByteTokenizer, gpt2_tokenizer, tokenizer_from_dict
 from llmbook.train import History, TrainConfig, evaluate, train
-
-try:  # POSIX only; elsewhere two simultaneous first calls simply both train
-    import fcntl
-except ImportError:  # pragma: no cover - Windows
-    fcntl = None
 
 
 @dataclass(frozen=True)
@@ -121,20 +115,6 @@ def cache_path(recipe: Recipe | None = None) -> Path:
     return data.cache_dir() / "models" / f"{recipe.name}-{recipe.key()}.safetensors"
 
 
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if fcntl is None:  # pragma: no cover
-        yield
-        return
-    with open(path.with_suffix(".lock"), "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def load_pretrained(path: str | os.PathLike, device: str | torch.device = "cpu") -> Pretrained:
     """A base model saved by ``pretrain(save_to=...)``, with its tokenizer and history."""
     ckpt = load_checkpoint(path)
@@ -163,7 +143,7 @@ def base_model(profile: str | None = None, *, device: str | torch.device | None 
     if profile != "cpu":
         raise ValueError(f"profile must be 'cpu' or 'gpu', got {profile!r}")
     path = cache_path()
-    with _locked(path):
+    with file_lock(path):
         if path.exists() and not retrain:
             try:
                 found = load_pretrained(path, device or "cpu")

@@ -17,7 +17,8 @@ import torch
 from safetensors.torch import load_file
 from safetensors.torch import save as st_save
 
-from llmbook.checkpoint import atomic_write_bytes, load_model_tensors, model_tensors
+from llmbook.atomic import atomic_write_bytes
+from llmbook.checkpoint import load_model_tensors, model_tensors
 from llmbook.config import GPTConfig
 from llmbook.model import GPT
 
