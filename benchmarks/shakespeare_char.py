@@ -104,7 +104,8 @@ class StepClock(Dataset):
 
 def load_data(block_sizes: set[int]) -> tuple[dict[int, object], object, int]:
     """Train windows (stride 1) for each block size, the fixed validation windows, vocab size."""
-    from llmbook.data import TokenWindows, load_corpus, split_tokens
+    from llmbook.data import load_corpus
+    from llmbook.datasets import TokenWindows, split_tokens
     from llmbook.tokenizers import CharTokenizer
 
     text = load_corpus("shakespeare")

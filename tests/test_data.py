@@ -5,16 +5,13 @@ import zipfile
 from pathlib import Path
 
 import pytest
-import torch
 
 from llmbook import data
 from llmbook.data import (
     REGISTRY,
     DataIntegrityError,
     DataNotFoundError,
-    TokenWindows,
     data_path,
-    make_loader,
     strip_gutenberg,
 )
 
@@ -151,23 +148,3 @@ def test_corpora():
     books = data.load_corpus("books+shakespeare")
     assert 7_000_000 < len(books) < 8_000_000
     assert data.load_corpus("shakespeare").startswith("First Citizen:")
-
-
-def test_sliding_windows_shift_by_one():
-    tokens = torch.arange(20)
-    ds = TokenWindows(tokens, context_length=4, stride=3)
-    x, y = ds[0]
-    assert x.tolist() == [0, 1, 2, 3] and y.tolist() == [1, 2, 3, 4]
-    assert ds[1][0].tolist() == [3, 4, 5, 6]
-    assert len(ds) == 6  # starts 0,3,...,15; the last target is token 19
-    assert ds[len(ds) - 1][1].tolist()[-1] == 19
-    with pytest.raises(IndexError):
-        ds[len(ds)]
-    with pytest.raises(ValueError, match="too short"):
-        TokenWindows(torch.arange(4), 4)
-
-
-def test_loader_is_reproducible():
-    batches = [[x.tolist() for x, _ in make_loader(torch.arange(200), 8, 4, seed=s)] for s in (1, 1, 2)]
-    assert batches[0] == batches[1] != batches[2]
-    assert len(batches[0][0]) == 4 and len(batches[0][0][0]) == 8  # 4 windows of 8 tokens

@@ -1,11 +1,12 @@
-"""Finding the course's data, and turning text into next-token training pairs (chapters 1, 3, 8).
+"""Finding the course's data: a registry of files, verified downloads, text cleaning (chapter 1).
 
 Every file the course reads is in ``REGISTRY`` with its sha256 and a pinned address.
 ``data_path`` looks for it, in order: under ``$LLMBOOK_DATA`` (a folder laid out like the
 course's data folder, for offline and classroom use), in the user cache
 (``$LLMBOOK_CACHE``, default ``~/.cache/llmbook``), and finally by downloading it into
 the cache, checking the sha256 and writing atomically so an interrupted download never
-leaves a half file behind. Nothing is downloaded at import time.
+leaves a half file behind. Nothing is downloaded at import time. Turning the text into
+training examples is ``llmbook.datasets``'s job.
 """
 
 from __future__ import annotations
@@ -17,9 +18,6 @@ import urllib.request
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-
-import torch
-from torch.utils.data import DataLoader, Dataset
 
 from llmbook.atomic import atomic_write_bytes
 
@@ -227,55 +225,17 @@ def load_corpus(name: str) -> str:
     raise KeyError(f"unknown corpus {name!r}; choose shakespeare, verdict, gutenberg or books+shakespeare")
 
 
-def split_tokens(tokens: torch.Tensor, val_fraction: float = 0.1) -> tuple[torch.Tensor, torch.Tensor]:
-    """Split a 1-D token tensor into a leading train part and a trailing validation part."""
-    if not 0.0 < val_fraction < 1.0:
-        raise ValueError(f"val_fraction must be between 0 and 1, got {val_fraction}")
-    cut = int(len(tokens) * (1 - val_fraction))
-    return tokens[:cut], tokens[cut:]
+_MOVED = {"split_tokens", "TokenWindows", "make_loader"}
 
 
-class TokenWindows(Dataset):
-    """Sliding windows over a token stream: input ``x = t[i:i+T]``, target ``y = t[i+1:i+T+1]``.
+def __getattr__(name: str) -> object:
+    # Transition only: the datasets moved to llmbook.datasets. Remove once no caller
+    # imports them from here (tests/test_datasets.py lists the ones left).
+    if name in _MOVED:
+        import warnings
 
-    ``stride`` is how far each window moves: ``stride == context_length`` tiles the text
-    with no overlap, a smaller stride gives overlapping windows (more, but correlated, examples).
-    """
+        from llmbook import datasets
 
-    def __init__(self, tokens: torch.Tensor | list[int], context_length: int, stride: int | None = None) -> None:
-        self.tokens = torch.as_tensor(tokens, dtype=torch.long)
-        self.context_length = context_length
-        self.stride = stride or context_length
-        if context_length < 1 or self.stride < 1:
-            raise ValueError("context_length and stride must be positive")
-        if len(self.tokens) < context_length + 1:
-            raise ValueError(
-                f"{len(self.tokens)} tokens is too short for a window of {context_length} plus one target; "
-                f"use more text or a shorter context_length"
-            )
-        self.n = (len(self.tokens) - context_length - 1) // self.stride + 1
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        if not -self.n <= i < self.n:
-            raise IndexError(i)
-        start = (i % self.n) * self.stride
-        chunk = self.tokens[start : start + self.context_length + 1]
-        return chunk[:-1], chunk[1:]
-
-
-def make_loader(
-    tokens: torch.Tensor | list[int],
-    context_length: int,
-    batch_size: int,
-    stride: int | None = None,
-    shuffle: bool = True,
-    seed: int = 0,
-    drop_last: bool = True,
-) -> DataLoader:
-    """A DataLoader of (x, y) batches over sliding windows, reproducible through ``seed``."""
-    ds = TokenWindows(tokens, context_length, stride)
-    g = torch.Generator().manual_seed(seed)
-    return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last, generator=g)
+        warnings.warn(f"llmbook.data.{name} moved to llmbook.datasets.{name}", DeprecationWarning, stacklevel=2)
+        return getattr(datasets, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

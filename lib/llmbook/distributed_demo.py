@@ -25,7 +25,8 @@ import torch
 from llmbook import distributed
 from llmbook.checkpoint import save_model
 from llmbook.config import GPTConfig
-from llmbook.data import TokenWindows, load_corpus, split_tokens
+from llmbook.data import load_corpus
+from llmbook.datasets import TokenWindows, split_tokens
 from llmbook.device import seed_everything
 from llmbook.model import GPT
 from llmbook.train import TrainConfig, batch_indices, train

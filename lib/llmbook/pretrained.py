@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from llmbook import data
+from llmbook import data, datasets
 from llmbook.atomic import file_lock
 from llmbook.checkpoint import load_checkpoint, save_model
 from llmbook.config import GPTConfig
@@ -88,7 +88,7 @@ def corpus_splits(recipe: Recipe | None = None) -> tuple[torch.Tensor, torch.Ten
     recipe = recipe or BYTES_RECIPE
     raw = data.load_corpus(recipe.corpus).encode("utf-8")
     ids = torch.frombuffer(bytearray(raw), dtype=torch.uint8).long()
-    return data.split_tokens(ids, recipe.val_fraction)
+    return datasets.split_tokens(ids, recipe.val_fraction)
 
 
 def pretrain(recipe: Recipe | None = None, *, progress: bool = True,
@@ -98,8 +98,8 @@ def pretrain(recipe: Recipe | None = None, *, progress: bool = True,
     seed_everything(recipe.train.get("seed", 0))
     model = GPT(recipe.gpt_config())
     train_ids, val_ids = corpus_splits(recipe)
-    train_ds = data.TokenWindows(train_ids, recipe.context_length)
-    val_ds = data.TokenWindows(val_ids, recipe.context_length)
+    train_ds = datasets.TokenWindows(train_ids, recipe.context_length)
+    val_ds = datasets.TokenWindows(val_ids, recipe.context_length)
     history = train(model, train_ds, val_ds, TrainConfig(**recipe.train, progress=progress))
     tokenizer = ByteTokenizer()
     if save_to is not None:
@@ -164,4 +164,4 @@ def validation_loss(pre: Pretrained, text: str, context_length: int | None = Non
     """Mean next-token loss of ``pre.model`` on ``text`` (nats per token of its own tokenizer)."""
     ids = pre.tokenizer.encode(text, allowed_special="all")
     T = context_length or min(pre.model.config.n_positions, 256)
-    return evaluate(pre.model, data.TokenWindows(ids, T), batch_size=batch_size, max_batches=max_batches)
+    return evaluate(pre.model, datasets.TokenWindows(ids, T), batch_size=batch_size, max_batches=max_batches)
