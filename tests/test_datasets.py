@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -25,6 +26,20 @@ def test_sliding_windows_shift_by_one():
         ds[len(ds)]
     with pytest.raises(ValueError, match="too short"):
         TokenWindows(torch.arange(4), 4)
+
+
+def test_stride_zero_or_negative_is_an_error_not_the_default():
+    # stride=0 used to mean "no overlap" silently (0 is falsy); None is the way to ask for that.
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(ValueError, match="stride is how many tokens") as err:
+            TokenWindows(torch.arange(20), 4, stride=bad)
+        assert "None" in str(err.value) and "context_length (4)" in str(err.value)
+    with pytest.raises(ValueError, match="stride"):
+        make_loader(torch.arange(20), 4, 2, stride=0)
+    assert TokenWindows(torch.arange(20), 4).stride == TokenWindows(torch.arange(20), 4, None).stride == 4
+    assert TokenWindows(torch.arange(20), np.int64(4), stride=np.int64(2)).stride == 2  # NumPy ints are ints
+    with pytest.raises(ValueError, match="context_length must be a positive integer"):
+        TokenWindows(torch.arange(20), 0)
 
 
 def test_loader_is_reproducible():

@@ -8,6 +8,8 @@ batches them reproducibly. Where the text comes from is ``llmbook.data``'s job.
 
 from __future__ import annotations
 
+import operator
+
 import torch
 from torch.utils.data import DataLoader, Dataset
 
@@ -20,19 +22,36 @@ def split_tokens(tokens: torch.Tensor, val_fraction: float = 0.1) -> tuple[torch
     return tokens[:cut], tokens[cut:]
 
 
+def _is_positive_int(value: object) -> bool:
+    """An integer (Python, NumPy or a 0-d tensor, but not a bool) of at least 1."""
+    if isinstance(value, bool):
+        return False
+    try:
+        return operator.index(value) >= 1  # type: ignore[call-overload]
+    except TypeError:
+        return False
+
+
 class TokenWindows(Dataset):
     """Sliding windows over a token stream: input ``x = t[i:i+T]``, target ``y = t[i+1:i+T+1]``.
 
-    ``stride`` is how far each window moves: ``stride == context_length`` tiles the text
-    with no overlap, a smaller stride gives overlapping windows (more, but correlated, examples).
+    ``stride`` is how far each window moves: ``stride == context_length`` (the default,
+    ``None``) tiles the text with no overlap, a smaller stride gives overlapping windows
+    (more, but correlated, examples), a larger one skips tokens between windows.
     """
 
     def __init__(self, tokens: torch.Tensor | list[int], context_length: int, stride: int | None = None) -> None:
+        if not _is_positive_int(context_length):
+            raise ValueError(f"context_length must be a positive integer (tokens per window), got {context_length!r}")
+        if stride is not None and not _is_positive_int(stride):
+            raise ValueError(
+                f"stride is how many tokens each window starts after the previous one, so it must be a "
+                f"positive integer: 1 for maximal overlap, context_length ({context_length}) for none, or "
+                f"None for that default; got {stride!r}"
+            )
         self.tokens = torch.as_tensor(tokens, dtype=torch.long)
-        self.context_length = context_length
-        self.stride = stride or context_length
-        if context_length < 1 or self.stride < 1:
-            raise ValueError("context_length and stride must be positive")
+        self.context_length = operator.index(context_length)
+        self.stride = self.context_length if stride is None else operator.index(stride)
         if len(self.tokens) < context_length + 1:
             raise ValueError(
                 f"{len(self.tokens)} tokens is too short for a window of {context_length} plus one target; "
