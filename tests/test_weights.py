@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from llmbook import GPT
-from llmbook.weights import WeightsUnavailableError, load_hf_gpt2, save_hf_gpt2
+from llmbook.weights import WeightsUnavailableError, from_hf_state_dict, load_hf_gpt2, save_hf_gpt2
 
 transformers = pytest.importorskip("transformers")
 
@@ -46,3 +46,36 @@ def test_unknown_source_is_rejected(tmp_path):
         load_hf_gpt2("gpt-17")
     with pytest.raises(FileNotFoundError, match="config.json"):
         load_hf_gpt2(tmp_path)
+
+
+def test_only_the_legacy_mask_buffers_are_dropped():
+    d = 8
+    hf = {
+        "transformer.h.0.attn.bias": torch.tril(torch.ones(1, 1, 4, 4)),  # old causal-mask buffer
+        "transformer.h.0.attn.masked_bias": torch.tensor(-1e4),  # old constant buffer
+        "h.1.attn.bias": torch.tril(torch.ones(1, 1, 4, 4)),  # same, saved without the prefix
+        "transformer.h.0.attn.c_attn.bias": torch.arange(3.0 * d),  # real parameters
+        "transformer.h.0.attn.c_proj.bias": torch.arange(1.0 * d),
+        # A real parameter whose name ends in "attn.bias" is kept whatever its shape: the old
+        # suffix filter dropped this one silently (it kept 1-D tensors only by luck).
+        "transformer.h.1.attn.c_attn.bias": torch.zeros(1, 3 * d),
+    }
+    ours = from_hf_state_dict(hf)
+    assert set(ours) == {"h.0.attn.c_attn.bias", "h.0.attn.c_proj.bias", "h.1.attn.c_attn.bias"}
+    torch.testing.assert_close(ours["h.0.attn.c_attn.bias"], torch.arange(3.0 * d))
+
+
+def test_a_hugging_face_checkpoint_with_mask_buffers_loads(hf_model, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    hf_model.save_pretrained(tmp_path)
+    state = load_file(str(tmp_path / "model.safetensors"))
+    n = hf_model.config.n_positions
+    for i in range(hf_model.config.n_layer):  # as checkpoints saved by older transformers carry
+        state[f"transformer.h.{i}.attn.bias"] = torch.tril(torch.ones(1, 1, n, n))
+        state[f"transformer.h.{i}.attn.masked_bias"] = torch.tensor(-1e4)
+    save_file(state, str(tmp_path / "model.safetensors"), metadata={"format": "pt"})
+    ours = load_hf_gpt2(tmp_path).eval()
+    x = torch.randint(0, 320, (2, 30))
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x)[0], hf_model(x).logits, atol=1e-5, rtol=1e-5)

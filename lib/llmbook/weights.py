@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import torch
@@ -28,6 +29,10 @@ HUB_REPOS = {
     "gpt2-large": "openai-community/gpt2-large",
     "gpt2-xl": "openai-community/gpt2-xl",
 }
+# The causal-mask buffers older Hugging Face checkpoints saved beside the weights:
+# h.<i>.attn.bias (a lower-triangular matrix) and h.<i>.attn.masked_bias (a constant).
+# Exact names, so that the real parameter h.<i>.attn.c_attn.bias is never mistaken for one.
+_MASK_BUFFER = re.compile(r"h\.\d+\.attn\.(bias|masked_bias)")
 # Weights GPT-2 wrote as Conv1D (in, out); nn.Linear wants (out, in).
 _TRANSPOSED = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
 
@@ -78,7 +83,7 @@ def from_hf_state_dict(hf_state: dict[str, torch.Tensor]) -> dict[str, torch.Ten
     ours = {}
     for key, value in hf_state.items():
         name = key.removeprefix("transformer.")
-        if name.endswith(("attn.bias", "attn.masked_bias")) and value.dim() != 1:
+        if _MASK_BUFFER.fullmatch(name):
             continue  # causal-mask buffers in older checkpoints, not parameters
         if name.endswith(_TRANSPOSED):
             value = value.t()
