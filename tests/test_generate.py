@@ -54,6 +54,22 @@ def test_context_overflow_is_a_clear_error(model):
     assert out.shape == (1, 60)
 
 
+def test_a_prompt_longer_than_the_window_works_with_the_suggested_crop_context(model):
+    prompt = torch.randint(0, 40, (2, 60))  # the window is 48
+    with pytest.raises(ValueError, match="crop_context=True") as err:
+        generate(model, prompt, 5)
+    assert "last 48 tokens" in str(err.value)
+    out = generate(model, prompt, 5, crop_context=True)  # what the message suggests now works
+    assert out.shape == (2, 65) and torch.equal(out[:, :60], prompt)
+    # The model read only the last 48 tokens: the same continuation as from the cropped prompt.
+    cropped = generate(model, prompt[:, -48:], 5, crop_context=True)
+    assert torch.equal(out[:, 60:], cropped[:, 48:])
+    assert torch.equal(out, generate(model, prompt, 5, crop_context=True, use_cache=False))
+    rows = generate(model, [prompt[0].tolist(), prompt[1, :50].tolist()], 5, crop_context=True)
+    assert rows[0] == out[0].tolist()
+    assert rows[1] == generate(model, [prompt[1, :50].tolist()], 5, crop_context=True)[0]
+
+
 def test_crop_context_matches_recomputing_the_window(model):
     prompt = torch.randint(0, 40, (1, 45))
     cached = generate(model, prompt, 10, crop_context=True)

@@ -97,7 +97,9 @@ def generate(
 
     The prompt plus the new tokens must fit the context window, or the call fails
     before doing any work. With ``crop_context=True`` the model instead sees only the
-    last ``n_positions`` tokens once the window is full (the oldest slide out).
+    last ``n_positions`` tokens once the window is full (the oldest slide out); a prompt
+    longer than the window is then read from its last ``n_positions`` tokens, and is
+    still returned whole.
     """
     if max_new_tokens < 0:
         raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
@@ -114,12 +116,16 @@ def generate(
         ids, key_mask = prompts.to(device), None
     B, T = ids.shape
     limit = model.config.n_positions
-    if T > limit or (T + max_new_tokens > limit and not crop_context):
+    if T + max_new_tokens > limit and not crop_context:
+        if T > limit:
+            fix = f"keep the prompt's last {limit} tokens (prompt[:, -{limit}:] or p[-{limit}:])"
+        else:
+            fix = (f"shorten the prompt to at most {max(limit - max_new_tokens, 0)} tokens or ask for "
+                   f"at most {limit - T} new tokens")
         raise ValueError(
             f"the prompt ({T} tokens) plus max_new_tokens ({max_new_tokens}) is {T + max_new_tokens} tokens, "
-            f"more than the model's context window of {limit}; shorten the prompt to at most "
-            f"{max(limit - max_new_tokens, 0)} tokens or ask for at most {max(limit - T, 0)} new tokens, "
-            f"or pass crop_context=True to let the oldest tokens slide out of the window"
+            f"more than the model's context window of {limit}; {fix}, or pass crop_context=True to let "
+            f"the oldest tokens slide out of the window"
         )
     was_training = model.training
     model.eval()
