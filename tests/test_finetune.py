@@ -20,7 +20,7 @@ from llmbook.finetune import (
     format_example,
     format_prompt,
     generate_answers,
-    length_grouped_batches,
+    LengthGroupedBatches,
     load_instruction_data,
     masked_loss,
     masked_targets,
@@ -176,13 +176,15 @@ def test_dataset_drops_long_examples_and_works_with_train() -> None:
 
 def test_length_grouped_batches_visit_every_example_once_per_epoch() -> None:
     lengths = [5, 50, 7, 48, 6, 49, 8, 51, 9, 47]
-    batches = length_grouped_batches(lengths, batch_size=2, seed=3, pool=5)
-    epoch = [next(batches) for _ in range(5)]
+    batches = LengthGroupedBatches(lengths, batch_size=2, seed=3, pool=5)
+    epoch = [batches(k) for k in range(5)]
     assert sorted(i for b in epoch for i in b) == list(range(10))
     spread = max(max(lengths[i] for i in b) - min(lengths[i] for i in b) for b in epoch)
     assert spread < 40  # sorted pools pair short with short
-    again = length_grouped_batches(lengths, batch_size=2, seed=3, pool=5)
-    assert [next(again) for _ in range(5)] == epoch
+    again = LengthGroupedBatches(lengths, batch_size=2, seed=3, pool=5)
+    assert [again(k) for k in range(5)] == epoch  # batch k depends only on k and the seed
+    assert sorted(i for k in range(5, 10) for i in batches(k)) == list(range(10))
+    assert [batches(k) for k in range(5, 10)] != epoch  # a new order every epoch
 
 
 def test_finetune_lowers_the_masked_loss() -> None:

@@ -125,7 +125,7 @@ def test_dpo_train_raises_the_margin_and_leaves_the_reference_alone() -> None:
     data = PreferenceDataset(pairs(12), tok, max_length=96)
     ref = pair_logprobs(reference, data)
     history = dpo_train(policy, reference, data, steps=25, batch_size=4, beta=0.1, lr=3e-3, progress=False)
-    assert len(history.loss) == 25 and history.loss[0] == pytest.approx(math.log(2), rel=1e-4)
+    assert len(history.train_loss) == 25 and history.train_loss[0] == pytest.approx(math.log(2), rel=1e-4)
     after = preference_metrics(pair_logprobs(policy, data), ref, beta=0.1)
     assert after["reward_margin"] > 0.5 and after["reward_accuracy"] == 1.0
     assert all(torch.equal(frozen[k], v) for k, v in reference.state_dict().items())
@@ -149,5 +149,5 @@ def test_dpo_train_is_reproducible() -> None:
         policy = tiny_model(3)
         history = dpo_train(policy, copy.deepcopy(policy), data, steps=5, batch_size=3, lr=1e-3, seed=1,
                             progress=False)
-        results.append(history.loss)
+        results.append(history.train_loss)
     assert results[0] == results[1]

@@ -20,7 +20,7 @@ from llmbook.scaling import (
     training_flops,
     training_seconds,
 )
-from llmbook.train import precision_context
+from llmbook.precision import precision_context
 
 
 def test_six_n_d_and_chinchilla():

@@ -5,16 +5,11 @@ import pytest
 import torch
 
 from llmbook import GPT, GPTConfig
+from llmbook.model import IGNORE_INDEX
 from llmbook.data import TokenWindows
-from llmbook.train import (
-    History,
-    TrainConfig,
-    batch_indices,
-    configure_optimizer,
-    evaluate,
-    lr_at,
-    train,
-)
+from llmbook.history import History
+from llmbook.step import configure_optimizer, lr_at
+from llmbook.train import TrainConfig, batch_indices, evaluate, train
 
 CFG = GPTConfig(vocab_size=16, n_positions=16, n_embd=32, n_layer=2, n_head=2, dropout=0.1)
 
@@ -122,3 +117,85 @@ def test_bad_train_config_is_rejected():
         TrainConfig(precision="fp8")
     with pytest.raises(ValueError, match="positive"):
         TrainConfig(max_steps=0)
+
+
+class MaskedWindows(torch.utils.data.Dataset):
+    """Windows whose targets that are multiples of 3 are ignored: examples count different
+    numbers of targets, which is what separates a token-weighted loss from a mean of means."""
+
+    def __init__(self, windows):
+        self.windows = windows
+
+    def __len__(self):
+        return len(self.windows)
+
+    def __getitem__(self, i):
+        x, y = self.windows[i]
+        return x, torch.where(y % 3 == 0, IGNORE_INDEX, y)
+
+
+def test_accumulation_with_masked_targets_equals_one_big_batch(data):
+    masked = MaskedWindows(data[0])
+    counts = [int((masked[i][1] != IGNORE_INDEX).sum()) for i in range(len(masked))]
+    assert len(set(counts)) > 1  # the micro-batches really do count different numbers
+    a, b = fresh(dropout=0.0), fresh(dropout=0.0)
+    kw = dict(max_steps=5, lr=1e-3, warmup_steps=1, eval_interval=0, progress=False)
+    ha = train(a, masked, batch_size=8, **kw)
+    hb = train(b, masked, batch_size=2, grad_accum_steps=4, **kw)
+    assert ha.train_loss == pytest.approx(hb.train_loss, rel=1e-5)
+    for pa, pb in zip(a.parameters(), b.parameters()):
+        torch.testing.assert_close(pa, pb, atol=1e-5, rtol=1e-4)
+
+
+def test_evaluate_weighs_every_counted_target_the_same(data):
+    masked, model = MaskedWindows(data[1]), fresh()
+    x = torch.stack([masked[i][0] for i in range(len(masked))])
+    y = torch.stack([masked[i][1] for i in range(len(masked))])
+    with torch.no_grad():
+        logits, _ = model.eval()(x)
+    direct = torch.nn.functional.cross_entropy(logits.flatten(0, 1), y.flatten(),
+                                               ignore_index=IGNORE_INDEX).item()
+    for batch_size in (1, 3, len(masked)):
+        got = evaluate(model, masked, batch_size=batch_size, max_batches=None)
+        assert got == pytest.approx(direct, rel=1e-5), f"batch_size={batch_size}"
+
+
+def test_training_leaves_the_model_in_the_mode_it_found(data):
+    for mode in (True, False):
+        model = fresh()
+        model.train(mode)
+        train(model, *data, max_steps=2, batch_size=4, eval_interval=1, progress=False)
+        assert model.training is mode
+
+
+@pytest.mark.parametrize("change", [dict(max_steps=40), dict(batch_size=4), dict(seed=8),
+                                    dict(grad_accum_steps=2), dict(lr=1e-3), dict(warmup_steps=2)])
+def test_resume_refuses_a_changed_setting_and_names_it(tmp_path, data, change):
+    kw = dict(max_steps=30, batch_size=8, lr=2e-3, warmup_steps=5, eval_interval=0, progress=False, seed=7)
+    train(fresh(), data[0], **kw, checkpoint_path=str(tmp_path / "ck.safetensors"), checkpoint_interval=10)
+    (name, value), = change.items()
+    with pytest.raises(ValueError, match=f"{name}=.*allow_changes"):
+        train(fresh(), data[0], **{**kw, **change}, resume_from=tmp_path / "ck.safetensors")
+    # Saying so on purpose continues with the new value.
+    history = train(fresh(), data[0], **{**kw, **change}, resume_from=tmp_path / "ck.safetensors",
+                    allow_changes={name})
+    assert history.steps[-1] == change.get("max_steps", 30)
+
+
+def test_resume_refuses_other_data(tmp_path, data):
+    kw = dict(max_steps=10, batch_size=8, warmup_steps=1, eval_interval=0, progress=False)
+    train(fresh(), data[0], **kw, checkpoint_path=str(tmp_path / "ck.safetensors"), checkpoint_interval=5)
+    with pytest.raises(ValueError, match="other data"):
+        train(fresh(), data[1], **kw, resume_from=tmp_path / "ck.safetensors")
+    with pytest.raises(ValueError, match="allow_changes names"):
+        train(fresh(), data[0], **kw, resume_from=tmp_path / "ck.safetensors", allow_changes={"colour"})
+
+
+def test_a_step_with_nothing_to_count_says_so(data):
+    class AllIgnored(MaskedWindows):
+        def __getitem__(self, i):
+            x, y = self.windows[i]
+            return x, torch.full_like(y, IGNORE_INDEX)
+
+    with pytest.raises(ValueError, match="no counted target"):
+        train(fresh(), AllIgnored(data[0]), max_steps=1, batch_size=2, progress=False)

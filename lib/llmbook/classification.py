@@ -17,20 +17,20 @@ accuracy curves, and accuracy / confusion-matrix helpers.
 from __future__ import annotations
 
 import random
-import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
-from tqdm.auto import tqdm
 
 from llmbook import data
 from llmbook.model import GPT
-from llmbook.train import batch_indices, configure_optimizer, lr_at
+from llmbook.history import History
+from llmbook.step import Loss
+from llmbook.train import TrainConfig, batch_indices, fingerprint, fit
 
 SMS_SPAM_PATH = "classification/sms_spam_collection/SMSSpamCollection"
 LABELS: tuple[str, ...] = ("ham", "spam")
@@ -360,32 +360,16 @@ def classify_text(model: GPTClassifier, dataset: ClassificationDataset, text: st
 # --------------------------------------------------------------------------- training
 
 
-@dataclass
-class ClassifierHistory:
-    """Per-step training loss, and train/validation accuracy at each evaluation."""
+class ClassificationLoss:
+    """Cross-entropy of the class scores, summed over the batch's examples (each counts once)."""
 
-    steps: list[int] = field(default_factory=list)
-    train_loss: list[float] = field(default_factory=list)
-    eval_steps: list[int] = field(default_factory=list)
-    train_acc: list[float] = field(default_factory=list)
-    val_acc: list[float] = field(default_factory=list)
-    seconds: float = 0.0
+    def count(self, batch: Batch) -> int:
+        return len(batch.labels)
 
-    def plot(self, ax=None, title: str | None = None, label: str = ""):
-        """Accuracy curves: training (on a fixed sample) and validation, against the step."""
-        import matplotlib.pyplot as plt
-
-        if ax is None:
-            _, ax = plt.subplots(figsize=(6, 4))
-        prefix = f"{label}: " if label else ""
-        line = ax.plot(self.eval_steps, self.train_acc, "o--", ms=3, label=f"{prefix}train")[0]
-        ax.plot(self.eval_steps, self.val_acc, "o-", ms=3, color=line.get_color(), label=f"{prefix}validation")
-        ax.set_xlabel("training step")
-        ax.set_ylabel("accuracy")
-        ax.set_title(title or "Accuracy during fine-tuning")
-        ax.grid(alpha=0.3)
-        ax.legend()
-        return ax
+    def loss(self, model: nn.Module, batch: Batch) -> Loss:
+        logits = model(batch.ids, batch.mask)  # (B, n_classes)
+        total = F.cross_entropy(logits.float(), batch.labels, reduction="sum")
+        return Loss(total, {}, int(batch.mask.sum()))
 
 
 def train_classifier(
@@ -402,55 +386,35 @@ def train_classifier(
     eval_interval: int = 25,
     eval_examples: int | None = 256,
     seed: int = 0,
+    precision: str = "auto",
     progress: bool = True,
-) -> ClassifierHistory:
+) -> History:
     """Fine-tune ``model`` in place with cross-entropy on the class labels; return its history.
 
-    Only parameters with ``requires_grad`` learn (see ``freeze``). Batches come from a seeded
-    shuffle of ``train_data`` (one pass per epoch, as ``llmbook.train`` does); the learning
-    rate warms up, then follows a cosine down to a tenth. Before training and every
-    ``eval_interval`` steps, the accuracy is measured on the validation set and on a fixed
-    sample of ``eval_examples`` training examples.
+    The shared training step of ``llmbook.train.fit``: only parameters with
+    ``requires_grad`` learn (see ``freeze``); batches come from a seeded shuffle of
+    ``train_data`` (one pass per epoch); the learning rate warms up, then follows a cosine
+    down to a tenth. Before training and every ``eval_interval`` steps the history
+    records ``val_acc`` on the validation set and ``train_acc`` on a fixed sample of
+    ``eval_examples`` training examples.
     """
     if len(train_data) == 0:
         raise ValueError("train_data is empty")
     if not any(p.requires_grad for p in model.parameters()):
         raise ValueError("no parameter is trainable: call freeze(model, ...) with 'head', 'last_block' or 'all'")
-    device = _device(model)
-    optimizer = configure_optimizer(model, lr, weight_decay)
-    history = ClassifierHistory()
-    began = time.perf_counter()
+    cfg = TrainConfig(max_steps=max_steps, batch_size=batch_size, lr=lr, warmup_steps=warmup_steps,
+                      weight_decay=weight_decay, grad_clip=grad_clip, eval_interval=eval_interval,
+                      seed=seed, precision=precision, progress=progress)
 
-    def evaluate(done: int) -> None:
-        history.eval_steps.append(done)
-        history.train_acc.append(accuracy(model, train_data, max_examples=eval_examples))
-        history.val_acc.append(accuracy(model, val_data))
+    def accuracies() -> dict[str, float]:
+        return {"train_acc": accuracy(model, train_data, max_examples=eval_examples),
+                "val_acc": accuracy(model, val_data)}  # type: ignore[arg-type]
 
-    if val_data is not None and eval_interval:
-        evaluate(0)  # where the curves start: the untrained head
-    model.train()
-    bar = tqdm(range(max_steps), disable=not progress, desc="fine-tuning", unit="step")
-    for step in bar:
-        for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, max_steps, lr, lr / 10, warmup_steps)
-        batch = train_data.collate(batch_indices(len(train_data), batch_size, seed, step * batch_size))
-        logits = model(batch.ids.to(device), batch.mask.to(device))
-        loss = F.cross_entropy(logits.float(), batch.labels.to(device))
-        loss.backward()
-        if grad_clip is not None:
-            torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], grad_clip)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        done = step + 1
-        history.steps.append(done)
-        history.train_loss.append(loss.item())
-        if val_data is not None and eval_interval and (done % eval_interval == 0 or done == max_steps):
-            evaluate(done)
-            bar.set_postfix(loss=f"{loss.item():.3f}", val_acc=f"{history.val_acc[-1]:.3f}")
-    bar.close()
-    history.seconds = time.perf_counter() - began
-    model.eval()
-    return history
+    return fit(model, ClassificationLoss(), cfg,
+               sample=lambda k: batch_indices(len(train_data), batch_size, seed, k * batch_size),
+               collate_batch=train_data.collate,
+               measure=accuracies if val_data is not None else None, eval_at_start=True,
+               data_key=fingerprint(train_data), desc="fine-tuning")
 
 
 __all__ = [
@@ -459,7 +423,7 @@ __all__ = [
     "TRAINABLE_CHOICES",
     "Batch",
     "ClassificationDataset",
-    "ClassifierHistory",
+    "ClassificationLoss",
     "Example",
     "GPTClassifier",
     "ParamCounts",

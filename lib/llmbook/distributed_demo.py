@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
+from torch.utils.data import Dataset
 
 from llmbook import distributed
 from llmbook.checkpoint import save_model
@@ -28,7 +29,7 @@ from llmbook.config import GPTConfig
 from llmbook.data import load_corpus
 from llmbook.datasets import TokenWindows, split_tokens
 from llmbook.device import seed_everything
-from llmbook.model import GPT
+from llmbook.model import GPT, IGNORE_INDEX
 from llmbook.train import TrainConfig, batch_indices, train
 
 MODEL = GPTConfig(vocab_size=257, n_positions=64, n_embd=64, n_layer=2, n_head=4, dropout=0.0,
@@ -49,6 +50,20 @@ def token_stream(source: str) -> torch.Tensor:
     raise ValueError(f"unknown data source {source!r}; choose 'shakespeare' or 'synthetic'")
 
 
+class MaskedTargets(Dataset):
+    """``dataset`` with every target that is a multiple of 3 set to ``IGNORE_INDEX``."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        x, y = self.dataset[i]
+        return x, torch.where(y % 3 == 0, IGNORE_INDEX, y)
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", required=True, help="folder for the weights, checkpoint and summaries")
@@ -58,6 +73,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--data", default="shakespeare", choices=["shakespeare", "synthetic"])
     p.add_argument("--device", default="cpu", help="cpu (gloo) or cuda (NCCL, one GPU per rank)")
+    p.add_argument("--mask-targets", action="store_true",
+                   help="ignore the targets that are multiples of 3, so that examples, micro-batches "
+                        "and ranks count different numbers of targets")
     return p.parse_args(argv)
 
 
@@ -72,8 +90,10 @@ def main(argv: Sequence[str] | None = None) -> dict:
         seed_everything(0)
         model = GPT(MODEL).to(device)
         train_ids, val_ids = split_tokens(token_stream(args.data), 0.1)
-        train_ds = TokenWindows(train_ids, MODEL.n_positions)
-        val_ds = TokenWindows(val_ids, MODEL.n_positions)
+        train_ds: Dataset = TokenWindows(train_ids, MODEL.n_positions)
+        val_ds: Dataset = TokenWindows(val_ids, MODEL.n_positions)
+        if args.mask_targets:
+            train_ds, val_ds = MaskedTargets(train_ds), MaskedTargets(val_ds)
         cfg = TrainConfig(max_steps=args.steps, batch_size=args.batch_size, grad_accum_steps=args.grad_accum,
                           lr=args.lr, warmup_steps=max(1, args.steps // 10), eval_interval=args.steps,
                           eval_batches=4, precision="fp32", progress=False,

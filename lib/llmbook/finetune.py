@@ -30,18 +30,18 @@ from __future__ import annotations
 
 import json
 import random
-import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
 import torch
 from torch.utils.data import Dataset
-from tqdm.auto import tqdm
 
 from llmbook import data
 from llmbook.generate import generate
 from llmbook.model import GPT, IGNORE_INDEX
-from llmbook.train import History, configure_optimizer, lr_at
+from llmbook.history import History
+from llmbook.step import NextTokenLoss, summed_loss
+from llmbook.train import TrainConfig, eval_indices, fingerprint, fit
 
 INSTRUCTION_DATA = "instruction/instruction-data.json"
 """Relative path (for ``llmbook.data.data_path``) of the 1,100 instruction/input/output records."""
@@ -255,30 +255,42 @@ class InstructionDataset(Dataset):
 # --------------------------------------------------------------------------- training
 
 
-def length_grouped_batches(lengths: Sequence[int], batch_size: int, seed: int = 0,
-                           pool: int = 16) -> Iterator[list[int]]:
-    """Endless batches of indices in which examples have similar lengths.
+class LengthGroupedBatches:
+    """Batches of indices in which examples have similar lengths: ``batches(k)`` is batch k.
 
     Each epoch is a seeded random order, cut into pools of ``pool * batch_size``
     examples; a pool is sorted by length and cut into batches, and the epoch's batches
     are shuffled. A batch then pads to little more than its own examples' length,
     which on a byte-level model roughly halves the work, while which examples meet
-    in a batch stays random from epoch to epoch.
+    in a batch stays random from epoch to epoch. Batch k depends only on k and the seed,
+    so a resumed run sees the same batches as an uninterrupted one.
     """
-    if batch_size < 1 or pool < 1:
-        raise ValueError(f"batch_size and pool must be positive, got {batch_size} and {pool}")
-    n, epoch = len(lengths), 0
-    while True:
-        rng = random.Random(seed * 1_000_003 + epoch)
-        order = list(range(n))
-        rng.shuffle(order)
-        batches = []
-        for start in range(0, n, pool * batch_size):
-            chunk = sorted(order[start:start + pool * batch_size], key=lambda i: lengths[i])
-            batches += [chunk[b:b + batch_size] for b in range(0, len(chunk), batch_size)]
-        rng.shuffle(batches)
-        yield from batches
-        epoch += 1
+
+    def __init__(self, lengths: Sequence[int], batch_size: int, seed: int = 0, pool: int = 16) -> None:
+        if batch_size < 1 or pool < 1:
+            raise ValueError(f"batch_size and pool must be positive, got {batch_size} and {pool}")
+        if not lengths:
+            raise ValueError("there are no examples to batch")
+        self.lengths, self.batch_size, self.seed, self.pool = list(lengths), batch_size, seed, pool
+        self._epoch: tuple[int, list[list[int]]] = (-1, [])
+
+    def epoch(self, e: int) -> list[list[int]]:
+        """All batches of epoch ``e``, in the order they are drawn."""
+        if self._epoch[0] != e:
+            rng = random.Random(self.seed * 1_000_003 + e)
+            order = list(range(len(self.lengths)))
+            rng.shuffle(order)
+            size, batches = self.pool * self.batch_size, []
+            for start in range(0, len(order), size):
+                chunk = sorted(order[start:start + size], key=lambda i: self.lengths[i])
+                batches += [chunk[b:b + self.batch_size] for b in range(0, len(chunk), self.batch_size)]
+            rng.shuffle(batches)
+            self._epoch = (e, batches)
+        return self._epoch[1]
+
+    def __call__(self, k: int) -> list[int]:
+        per_epoch = len(self.epoch(0))
+        return self.epoch(k // per_epoch)[k % per_epoch]
 
 
 @torch.no_grad()
@@ -289,79 +301,43 @@ def masked_loss(model: GPT, dataset: InstructionDataset, batch_size: int = 16,
     Every counted token weighs the same, whatever batch it falls in; ``limit`` uses only
     that many evenly spaced examples.
     """
-    n = len(dataset)
-    count = n if limit is None else min(n, limit)
-    indices = torch.linspace(0, n - 1, count).round().long().tolist()
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    total, tokens = 0.0, 0
-    try:
-        for start in range(0, count, batch_size):
-            x, y = (t.to(device) for t in dataset.batch(indices[start:start + batch_size]))
-            _, loss = model(x, y)
-            counted = int((y != IGNORE_INDEX).sum())
-            total += loss.item() * counted
-            tokens += counted
-    finally:
-        model.train(was_training)
-    return total / max(tokens, 1)
+    indices = eval_indices(len(dataset), 1, limit)
+    batches = [dataset.batch(chunk.tolist()) for chunk in indices.split(batch_size)]
+    total, count = summed_loss(model, NextTokenLoss(), batches)
+    return total / max(count, 1)
 
 
 def finetune(model: GPT, train_data: InstructionDataset, val_data: InstructionDataset | None = None, *,
              steps: int, batch_size: int = 8, lr: float = 3e-3, min_lr: float | None = None,
              warmup_steps: int = 20, weight_decay: float = 0.0, grad_clip: float | None = 1.0,
-             eval_interval: int | None = None, eval_examples: int = 64, seed: int = 0,
-             progress: bool = True) -> History:
+             grad_accum_steps: int = 1, eval_interval: int | None = None, eval_examples: int = 64,
+             seed: int = 0, precision: str = "auto", progress: bool = True) -> History:
     """Train ``model`` in place on loss-masked instruction data and return its ``History``.
 
-    The same AdamW, warmup + cosine schedule and clipping as ``llmbook.train.train``, but
-    batches are drawn by ``length_grouped_batches`` and padded only to their longest
-    example. Only parameters with ``requires_grad`` train, so after ``apply_lora`` this
-    trains the LoRA matrices alone. ``eval_interval`` (default: once, at the end)
-    records the masked loss on up to ``eval_examples`` training and validation examples.
+    The shared training step of ``llmbook.train.fit`` (AdamW, warmup + cosine, clipping,
+    precision, the loss averaged over every response token of the step), with batches
+    drawn by ``LengthGroupedBatches`` and padded only to their longest example. Only
+    parameters with ``requires_grad`` train, so after ``apply_lora`` this trains the LoRA
+    matrices alone. ``eval_interval`` (default: once, at the end) records the masked loss
+    on up to ``eval_examples`` training and validation examples.
     """
     if steps < 1 or batch_size < 1:
         raise ValueError(f"steps and batch_size must be positive, got {steps} and {batch_size}")
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    if not trainable:
-        raise ValueError("no parameter of the model requires grad, so there is nothing to train")
-    min_lr = lr / 10 if min_lr is None else min_lr
-    eval_interval = eval_interval or steps
-    device = next(model.parameters()).device
-    optimizer = configure_optimizer(model, lr, weight_decay)
-    lengths = [len(e.ids) for e in train_data.encoded]
-    batches = length_grouped_batches(lengths, batch_size, seed)
-    history, began = History(), time.perf_counter()
-    model.train()
-    bar = tqdm(range(steps), disable=not progress, desc="fine-tuning", unit="step")
-    for step in bar:
-        rate = lr_at(step, steps, lr, min_lr, warmup_steps)
-        for group in optimizer.param_groups:
-            group["lr"] = rate
-        x, y = (t.to(device) for t in train_data.batch(next(batches)))
-        _, loss = model(x, y)
-        loss.backward()
-        if grad_clip is not None:
-            torch.nn.utils.clip_grad_norm_(trainable, grad_clip)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        history.steps.append(step + 1)
-        history.train_loss.append(loss.item())
-        history.lr.append(rate)
-        history.tokens_seen += x.numel()
-        if (step + 1) % eval_interval == 0 or step + 1 == steps:
-            history.eval_steps.append(step + 1)
-            history.eval_train_loss.append(masked_loss(model, train_data, limit=eval_examples))
-            if val_data is not None:
-                history.val_loss.append(masked_loss(model, val_data, limit=eval_examples))
-            model.train()
-        if (step + 1) % 10 == 0:
-            bar.set_postfix(loss=f"{loss.item():.3f}")
-        history.seconds = time.perf_counter() - began
-    bar.close()
-    model.eval()
-    return history
+    cfg = TrainConfig(max_steps=steps, batch_size=batch_size, lr=lr, min_lr=min_lr,
+                      warmup_steps=warmup_steps, weight_decay=weight_decay, grad_clip=grad_clip,
+                      grad_accum_steps=grad_accum_steps, eval_interval=eval_interval or steps,
+                      seed=seed, precision=precision, progress=progress)
+
+    def losses() -> dict[str, float]:
+        out = {"eval_train_loss": masked_loss(model, train_data, limit=eval_examples)}
+        if val_data is not None:
+            out["val_loss"] = masked_loss(model, val_data, limit=eval_examples)
+        return out
+
+    batches = LengthGroupedBatches([len(e.ids) for e in train_data.encoded], batch_size, seed)
+    return fit(model, NextTokenLoss(), cfg, sample=lambda k: torch.tensor(batches(k)),
+               collate_batch=lambda idx: train_data.batch(idx.tolist()), measure=losses,
+               data_key=fingerprint(train_data.encoded), desc="fine-tuning")
 
 
 # --------------------------------------------------------------------------- answers
@@ -411,6 +387,6 @@ def generate_answers(model: GPT, tokenizer: Any, prompts: Sequence[str | Mapping
 __all__ = [
     "ALPACA_PREAMBLE", "INSTRUCTION_DATA", "RESPONSE_HEADER", "Encoded", "InstructionDataset", "Split",
     "encode_example", "finetune", "format_example", "format_prompt", "generate_answers",
-    "length_grouped_batches", "load_instruction_data", "masked_loss", "masked_targets", "pad_batch",
+    "LengthGroupedBatches", "load_instruction_data", "masked_loss", "masked_targets", "pad_batch",
     "split_data",
 ]

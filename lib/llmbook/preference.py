@@ -23,18 +23,17 @@ margin and win rate, and ``dpo_train`` is the training loop.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from llmbook.finetune import Encoded, encode_example, format_prompt, masked_targets, pad_batch
 from llmbook.model import GPT, IGNORE_INDEX
-from llmbook.train import batch_indices, configure_optimizer, lr_at
+from llmbook.history import History
+from llmbook.step import Loss
+from llmbook.train import TrainConfig, batch_indices, fingerprint, fit
 
 
 class PreferencePair(NamedTuple):
@@ -191,29 +190,49 @@ def preference_metrics(policy: tuple[torch.Tensor, torch.Tensor], reference: tup
     }
 
 
-@dataclass
-class DPOHistory:
-    """Per-step DPO loss, mean reward margin and reward accuracy on the training batch."""
+class DPOObjective:
+    """DPO as an objective for the shared training step: a batch is a list of pair indices.
 
-    steps: list[int] = field(default_factory=list)
-    loss: list[float] = field(default_factory=list)
-    reward_margin: list[float] = field(default_factory=list)
-    reward_accuracy: list[float] = field(default_factory=list)
-    chosen_reward: list[float] = field(default_factory=list)
-    rejected_reward: list[float] = field(default_factory=list)
-    seconds: float = 0.0
+    The reference's log-probabilities of every pair are computed once, up front, since
+    the reference never changes. The loss is summed over the batch's pairs (each pair
+    counts once); the step also logs the mean implicit rewards, their margin, and the
+    share of pairs with a positive margin (``reward_accuracy``).
+    """
+
+    def __init__(self, reference: GPT, dataset: PreferenceDataset, beta: float) -> None:
+        if beta <= 0:
+            raise ValueError(f"beta must be positive (typical values are 0.1 to 0.5), got {beta}")
+        self.dataset, self.beta = dataset, beta
+        self.ref_chosen, self.ref_rejected = pair_logprobs(reference, dataset)
+
+    def count(self, batch: tuple[list[int], torch.Tensor, torch.Tensor]) -> int:
+        return len(batch[0])
+
+    def loss(self, model: torch.nn.Module, batch: tuple[list[int], torch.Tensor, torch.Tensor]) -> Loss:
+        part, x, y = batch
+        logps = sequence_logprobs(model, x, y)  # chosen rows first, then rejected
+        n = len(part)
+        out = dpo_loss(logps[:n], logps[n:], self.ref_chosen[part].to(x.device),
+                       self.ref_rejected[part].to(x.device), self.beta)
+        sums = {"reward_margin": out.margins.sum().item(),
+                "reward_accuracy": (out.margins > 0).sum().item(),
+                "chosen_reward": out.chosen_rewards.sum().item(),
+                "rejected_reward": out.rejected_rewards.sum().item()}
+        return Loss(out.loss * n, sums, x.numel())
 
 
 def dpo_train(policy: GPT, reference: GPT, dataset: PreferenceDataset, *, steps: int, batch_size: int = 8,
               beta: float = 0.1, lr: float = 1e-4, warmup_steps: int = 10, weight_decay: float = 0.0,
-              grad_clip: float | None = 1.0, seed: int = 0, progress: bool = True) -> DPOHistory:
+              grad_clip: float | None = 1.0, seed: int = 0, precision: str = "auto",
+              progress: bool = True) -> History:
     """Train ``policy`` in place with the DPO loss against the frozen ``reference``.
 
     The reference never changes (its parameters are set to ``requires_grad=False``), so
-    its log-probabilities of every pair are computed once, before training, and looked up
-    per batch; the policy scores the chosen and
-    rejected answers of a batch in one forward pass. The schedule is chapter 8's
-    warmup + cosine (down to lr / 10), with AdamW and gradient clipping.
+    its log-probabilities of every pair are computed once, before training; the policy
+    scores the chosen and rejected answers of a batch in one forward pass. The step is
+    the shared one of ``llmbook.train.fit`` (AdamW, warmup + cosine down to lr / 10,
+    clipping, precision). The history's ``train_loss`` is the DPO loss, and its logs hold
+    ``reward_margin``, ``reward_accuracy``, ``chosen_reward`` and ``rejected_reward``.
     """
     if steps < 1 or batch_size < 1:
         raise ValueError(f"steps and batch_size must be positive, got {steps} and {batch_size}")
@@ -221,42 +240,22 @@ def dpo_train(policy: GPT, reference: GPT, dataset: PreferenceDataset, *, steps:
         raise ValueError("the reference must be a separate, frozen copy of the policy (copy.deepcopy(policy))")
     for p in reference.parameters():
         p.requires_grad_(False)
-    ref_chosen, ref_rejected = pair_logprobs(reference, dataset)
-    device = next(policy.parameters()).device
-    optimizer = configure_optimizer(policy, lr, weight_decay)
-    trainable = [p for p in policy.parameters() if p.requires_grad]
+    objective = DPOObjective(reference, dataset, beta)
     batch_size = min(batch_size, len(dataset))
-    history, began = DPOHistory(), time.perf_counter()
-    policy.train()
-    bar = tqdm(range(steps), disable=not progress, desc="DPO", unit="step")
-    for step in bar:
-        for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, steps, lr, lr / 10, warmup_steps)
-        part = batch_indices(len(dataset), batch_size, seed, step * batch_size).tolist()  # as train() draws
-        x, y = (t.to(device) for t in dataset.batch(part))
-        logps = sequence_logprobs(policy, x, y)
-        n = len(part)
-        out = dpo_loss(logps[:n], logps[n:], ref_chosen[part].to(device), ref_rejected[part].to(device), beta)
-        out.loss.backward()
-        if grad_clip is not None:
-            torch.nn.utils.clip_grad_norm_(trainable, grad_clip)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        history.steps.append(step + 1)
-        history.loss.append(out.loss.item())
-        history.reward_margin.append(out.margins.mean().item())
-        history.reward_accuracy.append((out.margins > 0).float().mean().item())
-        history.chosen_reward.append(out.chosen_rewards.mean().item())
-        history.rejected_reward.append(out.rejected_rewards.mean().item())
-        if (step + 1) % 10 == 0:
-            bar.set_postfix(loss=f"{out.loss.item():.3f}", margin=f"{history.reward_margin[-1]:.2f}")
-        history.seconds = time.perf_counter() - began
-    bar.close()
-    policy.eval()
-    return history
+    cfg = TrainConfig(max_steps=steps, batch_size=batch_size, lr=lr, warmup_steps=warmup_steps,
+                      weight_decay=weight_decay, grad_clip=grad_clip, seed=seed, precision=precision,
+                      progress=progress)
+
+    def collate(indices: torch.Tensor) -> tuple[list[int], torch.Tensor, torch.Tensor]:
+        part = indices.tolist()
+        return (part, *dataset.batch(part))
+
+    return fit(policy, objective, cfg,
+               sample=lambda k: batch_indices(len(dataset), batch_size, seed, k * batch_size),
+               collate_batch=collate, data_key=fingerprint(dataset.pairs), desc="DPO")
 
 
 __all__ = [
-    "DPOHistory", "DPOLoss", "PreferenceDataset", "PreferencePair", "dpo_loss", "dpo_train",
+    "DPOLoss", "DPOObjective", "PreferenceDataset", "PreferencePair", "dpo_loss", "dpo_train",
     "make_pairs", "pair_logprobs", "preference_metrics", "sequence_logprobs",
 ]

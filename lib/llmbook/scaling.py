@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import torch
 
 from llmbook.config import GPTConfig
-from llmbook.train import precision_context
+from llmbook.precision import precision_context
 
 # Bytes per parameter of the model states that Adam training keeps (ZeRO paper, section 3.1).
 BYTES_PER_PARAMETER: dict[str, dict[str, int]] = {

@@ -1,12 +1,19 @@
-"""The training loop: AdamW, warmup + cosine, clipping, mixed precision, evaluation (chapter 8).
+"""The training loop: batches, evaluation, checkpoints and resuming (chapter 8).
 
-``train`` takes a model and two datasets of (input, target) pairs and returns a
-``History`` that plots itself. Batches are drawn from a seeded permutation that
-depends only on the seed and the step, so a run resumed from a checkpoint sees exactly
-the batches the uninterrupted run would have seen and ends with the same weights.
+``fit`` is the one loop of the course. It draws each step's batch, hands it to the
+shared step (``llmbook.step.TrainStep``: precision, token-weighted loss, clipping,
+schedule), records a ``History``, evaluates, shows progress and writes checkpoints.
+``train`` is ``fit`` for language modelling on a dataset of (input, target) pairs; the
+classification, instruction and preference loops of chapters 9–11 are ``fit`` with
+their own objective and batches.
+
+Batches are a function of the seed and the step alone (``batch_indices``), so a run
+resumed from a checkpoint sees exactly the batches the uninterrupted run would have
+seen and ends with the same weights; ``fit`` refuses to resume when the settings that
+decide those batches or the schedule (or the data) have changed.
 
 The same call trains data-parallel across processes (chapter 12): started by
-``torchrun`` with a process group initialised (``llmbook.distributed.setup``), ``train``
+``torchrun`` with a process group initialised (``llmbook.distributed.setup``), the step
 wraps the model in ``DistributedDataParallel`` and each rank takes an equal, disjoint
 slice of every batch, so N processes with ``batch_size=B`` compute what one process
 computes with ``batch_size=B``, and end with the same weights.
@@ -14,23 +21,26 @@ computes with ``batch_size=B``, and end with the same weights.
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import math
+import hashlib
 import time
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Collection
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from llmbook import distributed
 from llmbook.checkpoint import load_checkpoint, load_model_tensors, save_checkpoint
-from llmbook.device import autocast
+from llmbook.history import History
 from llmbook.model import GPT
+from llmbook.precision import check_precision
+from llmbook.step import NextTokenLoss, Objective, TrainStep, summed_loss
 
 
 @dataclass
@@ -47,7 +57,7 @@ class TrainConfig:
     eval_interval: int = 100
     eval_batches: int = 20
     seed: int = 0
-    precision: str = "auto"  # "auto" (bf16 on GPUs that have it), "fp32" or "bf16"
+    precision: str = "auto"  # "auto", "fp32", "bf16" or "fp16" (see llmbook.precision)
     progress: bool = True
     checkpoint_path: str | None = None  # where to save; "{step}" in it keeps one file per save
     checkpoint_interval: int | None = None  # default: at the end only
@@ -55,85 +65,19 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.max_steps < 1 or self.batch_size < 1 or self.grad_accum_steps < 1:
             raise ValueError("max_steps, batch_size and grad_accum_steps must be positive")
-        if self.precision not in ("auto", "fp32", "bf16"):
-            raise ValueError(f"precision must be 'auto', 'fp32' or 'bf16', got {self.precision!r}")
-        self.betas = tuple(self.betas)
-
-
-@dataclass
-class History:
-    """What happened during training: per-step loss and learning rate, periodic evaluations."""
-
-    steps: list[int] = field(default_factory=list)
-    train_loss: list[float] = field(default_factory=list)
-    lr: list[float] = field(default_factory=list)
-    eval_steps: list[int] = field(default_factory=list)
-    eval_train_loss: list[float] = field(default_factory=list)
-    val_loss: list[float] = field(default_factory=list)
-    tokens_seen: int = 0
-    seconds: float = 0.0
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any] | None) -> History:
-        return cls(**d) if d else cls()
+        check_precision(self.precision)
+        self.betas = (float(self.betas[0]), float(self.betas[1]))
 
     @property
-    def final_val_loss(self) -> float:
-        if not self.val_loss:
-            raise ValueError("no validation loss was recorded (pass val_data and eval_interval)")
-        return self.val_loss[-1]
-
-    def plot(self, ax=None, title: str | None = None, smooth: int = 20):
-        """Loss curves: the noisy per-step training loss, and train/val at each evaluation."""
-        import matplotlib.pyplot as plt
-
-        if ax is None:
-            _, ax = plt.subplots(figsize=(7, 4))
-        if self.steps:
-            ax.plot(self.steps, self.train_loss, color="tab:blue", alpha=0.25, lw=0.8, label="train (per step)")
-            if len(self.train_loss) > smooth:
-                k = torch.ones(smooth) / smooth
-                smoothed = torch.conv1d(torch.tensor(self.train_loss)[None, None], k[None, None])[0, 0]
-                ax.plot(self.steps[smooth - 1:], smoothed.tolist(), color="tab:blue", lw=1.2,
-                        label=f"train (mean of {smooth} steps)")
-        if self.eval_steps:
-            ax.plot(self.eval_steps, self.eval_train_loss, "o-", color="tab:blue", ms=3, label="train (eval)")
-            ax.plot(self.eval_steps, self.val_loss, "o-", color="tab:orange", ms=3, label="validation")
-        ax.set_xlabel("training step")
-        ax.set_ylabel("cross-entropy loss (nats per token)")
-        ax.set_title(title or "Loss during training")
-        ax.grid(alpha=0.3)
-        ax.legend()
-        return ax
+    def end_lr(self) -> float:
+        return self.min_lr if self.min_lr is not None else self.lr / 10
 
 
-def configure_optimizer(
-    model: torch.nn.Module, lr: float, weight_decay: float, betas: tuple[float, float] = (0.9, 0.95)
-) -> torch.optim.AdamW:
-    """AdamW with weight decay on matrices only (weights, embeddings), not on biases or norms.
-
-    Decay pulls weights towards zero; that regularises matrices, but on a bias or a
-    layer-norm gain it only fights the model. Fused AdamW is used on CUDA.
-    """
-    params = [p for p in model.parameters() if p.requires_grad]
-    decay = [p for p in params if p.dim() >= 2]
-    no_decay = [p for p in params if p.dim() < 2]
-    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    fused = bool(params) and params[0].device.type == "cuda"
-    return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=fused)
-
-
-def lr_at(step: int, max_steps: int, lr: float, min_lr: float, warmup_steps: int) -> float:
-    """Linear warmup for ``warmup_steps``, then a cosine from ``lr`` down to ``min_lr``."""
-    if step < warmup_steps:
-        return lr * (step + 1) / warmup_steps
-    if step >= max_steps:
-        return min_lr
-    progress = (step - warmup_steps) / max(1, max_steps - warmup_steps)
-    return min_lr + 0.5 * (lr - min_lr) * (1 + math.cos(math.pi * progress))
+RESUME_FIELDS = ("max_steps", "batch_size", "grad_accum_steps", "seed", "lr", "min_lr",
+                 "warmup_steps", "weight_decay", "betas", "grad_clip")
+"""The settings a resumed run must share with the checkpoint: they decide which batches
+each step sees and the learning-rate schedule, so changing one silently breaks "resume
+equals the uninterrupted run"."""
 
 
 @functools.lru_cache(maxsize=2)
@@ -157,72 +101,154 @@ def batch_indices(n: int, batch_size: int, seed: int, first_sample: int) -> torc
 
 
 def collate(dataset: Dataset, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stack the (input, target) pairs ``dataset[i]`` for ``i`` in ``indices`` into a batch."""
     pairs = [dataset[int(i)] for i in indices]
     return torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs])
 
 
-@torch.no_grad()
-def evaluate(model: GPT, dataset: Dataset, batch_size: int = 16, max_batches: int | None = 20,
-             precision: str = "auto") -> float:
-    """Mean loss over evenly spaced examples of ``dataset`` (the same ones every call)."""
-    total, weight = _loss_sum(model, dataset, _eval_indices(dataset, batch_size, max_batches), batch_size, precision)
-    return total / weight
+def fingerprint(items: Any, samples: int = 16) -> str:
+    """A short hash of a dataset (its length and evenly spaced items) to recognise it again.
+
+    Enough to notice a resumed run pointed at other data; cheap even for big datasets.
+    """
+    n = len(items)
+    h = hashlib.sha256(str(n).encode())
+    for i in sorted({round(k * (n - 1) / max(samples - 1, 1)) for k in range(samples)} if n else ()):
+        _feed(h, items[i])
+    return h.hexdigest()[:16]
 
 
-def _eval_indices(dataset: Dataset, batch_size: int, max_batches: int | None) -> torch.Tensor:
-    n = len(dataset)
+def _feed(h: Any, item: Any) -> None:
+    if isinstance(item, torch.Tensor):
+        h.update(item.detach().cpu().contiguous().numpy().tobytes())
+    elif isinstance(item, (tuple, list)):
+        for part in item:
+            _feed(h, part)
+    else:
+        h.update(repr(item).encode())
+
+
+def eval_indices(n: int, batch_size: int, max_batches: int | None) -> torch.Tensor:
+    """The evenly spaced examples an evaluation uses: the same ones every call."""
     count = n if max_batches is None else min(n, max_batches * batch_size)
     return torch.linspace(0, n - 1, count).round().long()
 
 
 @torch.no_grad()
-def _loss_sum(model: GPT, dataset: Dataset, indices: torch.Tensor, batch_size: int,
-              precision: str) -> tuple[float, int]:
-    """Sum of per-example mean losses over ``indices``, and how many examples that was."""
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    total, weight = 0.0, 0
-    try:
-        for chunk in indices.split(batch_size):
-            x, y = (t.to(device) for t in collate(dataset, chunk))
-            with precision_context(device, precision):
-                _, loss = model(x, y)
-            total += loss.item() * len(chunk)
-            weight += len(chunk)
-    finally:
-        model.train(was_training)
-    return total, weight
+def evaluate(model: nn.Module, dataset: Dataset, batch_size: int = 16, max_batches: int | None = 20,
+             precision: str = "auto") -> float:
+    """Mean next-token loss per counted target over evenly spaced examples of ``dataset``.
 
-
-def _evaluate_across_ranks(model: GPT, dataset: Dataset, batch_size: int, max_batches: int | None,
-                           precision: str) -> float:
-    """``evaluate``, with the examples dealt out across ranks and the sums all-reduced."""
-    if not distributed.is_distributed():
-        return evaluate(model, dataset, batch_size, max_batches, precision)
-    indices = _eval_indices(dataset, batch_size, max_batches)[distributed.rank()::distributed.world_size()]
-    total, weight = distributed.sum_across_ranks(*_loss_sum(model, dataset, indices, batch_size, precision))
-    return total / weight
-
-
-def precision_context(device: torch.device | str, precision: str):
-    """fp32: nothing; bf16: autocast to bf16 on any device; auto: whatever the device is good at.
-
-    Under autocast, matrix multiplications (the linear layers) run in bf16, operations
-    that need the range or the digits (the loss) run in fp32, and the rest follow their
-    inputs; the weights themselves, and the optimizer's update, stay fp32 (chapter 12).
+    Every counted target (not ``IGNORE_INDEX``) weighs the same, whichever batch it is in.
+    In a data-parallel run every rank must call it: the examples are dealt out across the
+    ranks and the sums added up, so every rank gets the loss over all of them.
     """
-    device = torch.device(device)
-    if precision not in ("auto", "fp32", "bf16"):
-        raise ValueError(f"precision must be 'auto', 'fp32' or 'bf16', got {precision!r}")
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    if precision == "bf16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return autocast(device)
+    indices = eval_indices(len(dataset), batch_size, max_batches)
+    indices = indices[distributed.rank()::distributed.world_size()]
+    batches = [collate(dataset, chunk) for chunk in indices.split(batch_size)]
+    total, count = distributed.sum_across_ranks(*summed_loss(model, NextTokenLoss(), batches, precision))
+    if count == 0:
+        raise ValueError("the evaluated examples have no counted target (all IGNORE_INDEX)")
+    return total / count
 
 
-_precision_context = precision_context  # the name chapter 8 and older code use
+def fit(model: nn.Module, objective: Objective, cfg: TrainConfig, *,
+        sample: Callable[[int], torch.Tensor], collate_batch: Callable[[torch.Tensor], Any],
+        measure: Callable[[], dict[str, float]] | None = None, eval_at_start: bool = False,
+        data_key: str = "", resume_from: str | Path | None = None,
+        allow_changes: Collection[str] = (), desc: str = "training") -> History:
+    """Train ``model`` in place towards ``objective`` and return its ``History``.
+
+    ``sample(k)`` gives the dataset indices of micro-batch number k (k = step ×
+    ``grad_accum_steps`` + micro-step; the global batch when data-parallel, of which each
+    rank takes its slice) and ``collate_batch(indices)`` turns them into what the objective
+    reads. ``measure()`` returns named measurements (e.g. ``{"val_loss": 1.9}``), recorded
+    every ``cfg.eval_interval`` steps, at the end, and first at step 0 if ``eval_at_start``.
+    ``resume_from`` continues from a checkpoint of an earlier call and refuses a changed
+    ``RESUME_FIELDS`` setting or other data (``data_key``), unless named in ``allow_changes``.
+    The model ends in the training mode it started in.
+    """
+    if isinstance(model, DistributedDataParallel):
+        raise TypeError("pass the bare model; the training step wraps it in DistributedDataParallel itself")
+    world, rank = distributed.world_size(), distributed.rank()
+    if cfg.batch_size % world:
+        raise ValueError(
+            f"batch_size={cfg.batch_size} is the batch summed over all {world} processes and must be "
+            f"a multiple of {world}, so that each process gets an equal share")
+    if cfg.checkpoint_path and not isinstance(model, GPT):
+        raise TypeError(f"checkpoints hold a GPT; this loop trains a {type(model).__name__}")
+    was_training = model.training
+    stepper = TrainStep(model, objective, lr=cfg.lr, min_lr=cfg.end_lr, max_steps=cfg.max_steps,
+                        warmup_steps=cfg.warmup_steps, weight_decay=cfg.weight_decay, betas=cfg.betas,
+                        grad_clip=cfg.grad_clip, precision=cfg.precision)
+    history, start = History(), 0
+    if resume_from is not None:
+        history, start = _resume(resume_from, model, stepper, cfg, data_key, allow_changes)
+    if measure is not None and eval_at_start and start == 0:
+        history.record_eval(0, measure())
+    began = time.perf_counter() - history.seconds
+    bar = tqdm(range(start, cfg.max_steps), initial=start, total=cfg.max_steps,
+               disable=not cfg.progress or rank != 0, desc=desc, unit="step")
+    for step in bar:
+        micro = [collate_batch(distributed.shard(sample(step * cfg.grad_accum_steps + m), rank, world))
+                 for m in range(cfg.grad_accum_steps)]
+        stats = stepper.step(step, micro)
+        done = step + 1
+        history.record_step(done, stats.loss, stats.lr, stats.logs)
+        history.tokens_seen += stats.tokens
+        if measure is not None and cfg.eval_interval and (done % cfg.eval_interval == 0
+                                                          or done == cfg.max_steps):
+            history.record_eval(done, measure())
+            bar.set_postfix(loss=f"{stats.loss:.3f}",
+                            **{k: f"{v[-1]:.3f}" for k, v in history.evals.items() if k.startswith("val")})
+        elif done % 10 == 0:
+            bar.set_postfix(loss=f"{stats.loss:.3f}")
+        history.seconds = time.perf_counter() - began
+        if cfg.checkpoint_path and (done == cfg.max_steps or (cfg.checkpoint_interval
+                                                               and done % cfg.checkpoint_interval == 0)):
+            if rank == 0:  # the ranks hold identical weights: one file is enough
+                extra: dict[str, Any] = {"train_config": asdict(cfg), "data": data_key,
+                                         "grad_scaler": stepper.scaler.state_dict()}
+                if world > 1:
+                    extra["world_size"] = world
+                save_checkpoint(str(cfg.checkpoint_path).format(step=done), model,  # type: ignore[arg-type]
+                                stepper.optimizer, step=done, history=history, extra=extra)
+            distributed.barrier()  # no rank runs ahead (or returns) before the file exists
+    bar.close()
+    model.train(was_training)
+    return history
+
+
+def _resume(path: str | Path, model: nn.Module, stepper: TrainStep, cfg: TrainConfig, data_key: str,
+            allow_changes: Collection[str]) -> tuple[History, int]:
+    ckpt = load_checkpoint(path)
+    saved = ckpt.extra.get("train_config")
+    unknown = set(allow_changes) - {*RESUME_FIELDS, "data"}
+    if unknown:
+        raise ValueError(f"allow_changes names {sorted(unknown)}; it takes fields of {RESUME_FIELDS} or 'data'")
+    if saved is not None:
+        now = asdict(cfg)
+        for name in RESUME_FIELDS:
+            old, new = saved.get(name), now[name]
+            if name == "betas":
+                old, new = list(old or ()), list(new)
+            if old != new and name not in allow_changes:
+                raise ValueError(
+                    f"cannot resume from {path}: it was trained with {name}={old!r}, this run asks for "
+                    f"{name}={new!r}. A resumed run must continue the same schedule on the same batches; "
+                    f"pass {name}={old!r}, or allow_changes={{{name!r}}} to go on with the new value anyway")
+        old_data = ckpt.extra.get("data", "")
+        if old_data and data_key and old_data != data_key and "data" not in allow_changes:
+            raise ValueError(
+                f"cannot resume from {path}: it was trained on other data (fingerprint {old_data}, "
+                f"this run's is {data_key}). Pass the same training data, or allow_changes={{'data'}}")
+    device = next(model.parameters()).device
+    load_model_tensors(model, {k: v.to(device) for k, v in ckpt.model_state.items()})  # type: ignore[arg-type]
+    ckpt.restore_optimizer(stepper.optimizer)
+    ckpt.restore_rng()
+    if ckpt.extra.get("grad_scaler"):
+        stepper.scaler.load_state_dict(ckpt.extra["grad_scaler"])
+    return History.from_dict(ckpt.history), ckpt.step
 
 
 def train(
@@ -231,97 +257,36 @@ def train(
     val_data: Dataset | None = None,
     config: TrainConfig | None = None,
     resume_from: str | Path | None = None,
+    allow_changes: Collection[str] = (),
     **overrides: Any,
 ) -> History:
-    """Train ``model`` in place and return its ``History``.
+    """Train a language model in place on (input, target) pairs and return its ``History``.
 
     ``overrides`` replace fields of ``config`` (``train(model, ds, max_steps=200)``).
-    ``resume_from`` continues from a checkpoint written by an earlier call.
+    ``resume_from`` continues from a checkpoint written by an earlier call (see ``fit``).
+    The loss is the mean over every counted target of the step (targets that are not
+    ``IGNORE_INDEX``), however the batch is split into micro-batches or processes.
 
     Under ``torchrun`` with an initialised process group of several ranks, pass the bare
-    model on every rank: ``train`` wraps it in ``DistributedDataParallel`` (which first
-    copies rank 0's weights to every rank), splits each batch of ``batch_size`` sequences
-    evenly across the ranks, averages the logged loss over them, and only rank 0 shows
-    progress and writes checkpoints. Every rank returns the same weights and the same losses.
+    model on every rank: each rank takes an equal slice of every batch of ``batch_size``
+    sequences, only rank 0 shows progress and writes checkpoints, and every rank returns
+    the same weights and the same losses.
     """
     cfg = TrainConfig(**{**(asdict(config) if config else {}), **overrides})
-    if isinstance(model, DistributedDataParallel):
-        raise TypeError("pass the bare model to train(); it wraps the model in DistributedDataParallel itself")
-    world, rank = distributed.world_size(), distributed.rank()
-    if cfg.batch_size % world:
-        raise ValueError(
-            f"batch_size={cfg.batch_size} is the batch summed over all {world} processes and must be a "
-            f"multiple of {world}, so that each process gets an equal share"
-        )
-    min_lr = cfg.min_lr if cfg.min_lr is not None else cfg.lr / 10
-    device = next(model.parameters()).device
-    optimizer = configure_optimizer(model, cfg.lr, cfg.weight_decay, cfg.betas)
-    history, start = History(), 0
-    if resume_from is not None:
-        ckpt = load_checkpoint(resume_from)
-        load_model_tensors(model, {k: v.to(device) for k, v in ckpt.model_state.items()})
-        ckpt.restore_optimizer(optimizer)
-        ckpt.restore_rng()
-        history, start = History.from_dict(ckpt.history), ckpt.step
     if len(train_data) < 1:
         raise ValueError("train_data is empty")
+    n = len(train_data)  # type: ignore[arg-type]
 
-    model.train()
-    # Data-parallel: DDP copies rank 0's weights to every rank now, and from then on
-    # averages the gradients across ranks during backward().
-    forward = model
-    if distributed.is_distributed():
-        ids = [device.index if device.index is not None else torch.cuda.current_device()] \
-            if device.type == "cuda" else None
-        forward = DistributedDataParallel(model, device_ids=ids)
-    optimizer.zero_grad(set_to_none=True)  # gradients left by earlier backward() calls are not ours
-    began = time.perf_counter() - history.seconds
-    bar = tqdm(range(start, cfg.max_steps), initial=start, total=cfg.max_steps,
-               disable=not cfg.progress or rank != 0, desc="training", unit="step")
-    for step in bar:
-        lr = lr_at(step, cfg.max_steps, cfg.lr, min_lr, cfg.warmup_steps)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        step_loss = 0.0
-        for micro in range(cfg.grad_accum_steps):
-            first = (step * cfg.grad_accum_steps + micro) * cfg.batch_size
-            indices = batch_indices(len(train_data), cfg.batch_size, cfg.seed, first)
-            x, y = collate(train_data, distributed.shard(indices, rank, world))
-            x, y = x.to(device), y.to(device)
-            # Only the last micro-batch's backward() needs to all-reduce the gradients.
-            last = micro == cfg.grad_accum_steps - 1
-            with contextlib.nullcontext() if forward is model or last else forward.no_sync():
-                with precision_context(device, cfg.precision):
-                    _, loss = forward(x, y)
-                (loss / cfg.grad_accum_steps).backward()
-            step_loss += loss.item() / cfg.grad_accum_steps
-            history.tokens_seen += x.numel() * world
-        step_loss = distributed.mean_across_ranks(step_loss)
-        if cfg.grad_clip is not None:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        history.steps.append(step + 1)
-        history.train_loss.append(step_loss)
-        history.lr.append(lr)
+    def losses() -> dict[str, float]:
+        return {name: evaluate(model, data, cfg.batch_size, cfg.eval_batches, cfg.precision)
+                for name, data in (("eval_train_loss", train_data), ("val_loss", val_data))}
 
-        done = step + 1
-        if val_data is not None and cfg.eval_interval and (done % cfg.eval_interval == 0 or done == cfg.max_steps):
-            history.eval_steps.append(done)
-            for dataset, losses in ((train_data, history.eval_train_loss), (val_data, history.val_loss)):
-                losses.append(_evaluate_across_ranks(model, dataset, cfg.batch_size, cfg.eval_batches, cfg.precision))
-            bar.set_postfix(loss=f"{step_loss:.3f}", val=f"{history.val_loss[-1]:.3f}")
-        elif done % 10 == 0:
-            bar.set_postfix(loss=f"{step_loss:.3f}")
-        history.seconds = time.perf_counter() - began
-        if cfg.checkpoint_path and (
-            done == cfg.max_steps or (cfg.checkpoint_interval and done % cfg.checkpoint_interval == 0)
-        ):
-            if rank == 0:  # the ranks hold identical weights: one file is enough
-                extra = {"train_config": asdict(cfg)} | ({"world_size": world} if world > 1 else {})
-                save_checkpoint(str(cfg.checkpoint_path).format(step=done), model, optimizer, step=done,
-                                history=history, extra=extra)
-            distributed.barrier()  # no rank runs ahead (or returns) before the file exists
-    bar.close()
-    model.eval()
-    return history
+    return fit(model, NextTokenLoss(), cfg,
+               sample=lambda k: batch_indices(n, cfg.batch_size, cfg.seed, k * cfg.batch_size),
+               collate_batch=functools.partial(collate, train_data),
+               measure=losses if val_data is not None else None,
+               data_key=fingerprint(train_data), resume_from=resume_from, allow_changes=allow_changes)
+
+
+__all__ = ["RESUME_FIELDS", "TrainConfig", "batch_indices", "collate", "eval_indices",
+           "evaluate", "fingerprint", "fit", "train"]
