@@ -23,24 +23,71 @@ class KVCache:
 
     Generation appends one token at a time; without a cache every step recomputes the
     keys and values of the whole prefix, which is quadratic work for a linear output.
+
+    Each layer's buffer is allocated once, at the first ``append``, with room for
+    ``max_length`` positions (``GPT.forward`` sets it to the context window when it is
+    None), and every later step writes into it in place, as litgpt and nanochat do:
+    growing by concatenation would copy the whole cache at every step. ``keys`` and
+    ``values`` are views of the filled part, (B, n_head, length, head_dim) per layer.
     """
 
-    def __init__(self, n_layer: int) -> None:
-        self.keys: list[torch.Tensor | None] = [None] * n_layer
-        self.values: list[torch.Tensor | None] = [None] * n_layer
+    def __init__(self, n_layer: int, max_length: int | None = None) -> None:
+        if max_length is not None and max_length < 1:
+            raise ValueError(f"max_length must be a positive number of positions or None, got {max_length}")
+        self.max_length = max_length
+        self._k: list[torch.Tensor | None] = [None] * n_layer
+        self._v: list[torch.Tensor | None] = [None] * n_layer
+        self._filled = [0] * n_layer
 
     @property
     def length(self) -> int:
-        k = self.keys[0]
-        return 0 if k is None else k.shape[-2]
+        """How many positions are cached (in layer 0, which a forward pass fills first)."""
+        return self._filled[0]
+
+    @property
+    def keys(self) -> list[torch.Tensor | None]:
+        return [None if k is None else k[:, :, :n] for k, n in zip(self._k, self._filled)]
+
+    @property
+    def values(self) -> list[torch.Tensor | None]:
+        return [None if v is None else v[:, :, :n] for v, n in zip(self._v, self._filled)]
+
+    def _reserve(self, layer: int, k: torch.Tensor, needed: int) -> None:
+        buf = self._k[layer]
+        if buf is not None and buf.shape[-2] >= needed:
+            return
+        if self.max_length is not None:
+            if needed > self.max_length:
+                raise ValueError(
+                    f"the KV cache holds at most {self.max_length} positions; {needed} do not fit"
+                )
+            capacity = self.max_length
+        else:  # no known limit: grow geometrically, so copies stay rare
+            capacity = max(needed, 2 * buf.shape[-2] if buf is not None else needed)
+        B, H, _, D = k.shape
+        new_k = k.new_empty(B, H, capacity, D)
+        new_v = k.new_empty(B, H, capacity, D)
+        if buf is not None:
+            n = self._filled[layer]
+            new_k[:, :, :n] = buf[:, :, :n]
+            new_v[:, :, :n] = self._v[layer][:, :, :n]
+        self._k[layer], self._v[layer] = new_k, new_v
 
     def append(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        old_k, old_v = self.keys[layer], self.values[layer]
-        if old_k is not None:
-            k = torch.cat([old_k, k], dim=-2)
-            v = torch.cat([old_v, v], dim=-2)
-        self.keys[layer], self.values[layer] = k, v
-        return k, v
+        """Write ``k`` and ``v`` (B, n_head, T, head_dim) after the cached positions of ``layer``;
+        return the keys and values of every position so far (views, no copy)."""
+        start, T = self._filled[layer], k.shape[-2]
+        buf = self._k[layer]
+        if buf is not None and (buf.shape[:2] != k.shape[:2] or buf.dtype != k.dtype or buf.device != k.device):
+            raise ValueError(
+                f"this cache holds (batch, heads) {tuple(buf.shape[:2])} in {buf.dtype} on {buf.device}; "
+                f"got {tuple(k.shape[:2])} in {k.dtype} on {k.device}: use a new KVCache per batch"
+            )
+        self._reserve(layer, k, start + T)
+        self._k[layer][:, :, start : start + T] = k  # type: ignore[index]
+        self._v[layer][:, :, start : start + T] = v  # type: ignore[index]
+        self._filled[layer] = start + T
+        return self._k[layer][:, :, : start + T], self._v[layer][:, :, : start + T]  # type: ignore[index]
 
 
 def causal_mask(t_query: int, t_key: int, device: torch.device | None = None) -> torch.Tensor:

@@ -130,7 +130,9 @@ def generate(
     was_training = model.training
     model.eval()
     try:
-        cache = KVCache(model.config.n_layer) if use_cache else None
+        # Room for the prompt and the new tokens, allocated once (never more than the window).
+        room = max(1, min(T + max_new_tokens, limit))
+        cache = KVCache(model.config.n_layer, max_length=room) if use_cache else None
         finished = torch.zeros(B, dtype=torch.bool, device=device)
         seq, mask = ids, key_mask
         step_input = ids

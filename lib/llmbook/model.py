@@ -113,6 +113,8 @@ class GPT(nn.Module):
             raise ValueError(f"idx must be a (batch, time) tensor of token ids, got shape {tuple(idx.shape)}")
         _, T = idx.shape
         past = cache.length if cache is not None else 0
+        if cache is not None and cache.max_length is None:
+            cache.max_length = self.config.n_positions  # room for the whole window, allocated once
         if past + T > self.config.n_positions:
             raise ValueError(
                 f"sequence of {past + T} tokens is longer than the context window "
