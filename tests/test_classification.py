@@ -97,9 +97,9 @@ def test_dataset_and_padding_reject_empty_input():
     with pytest.raises(ValueError, match="at least 1"):
         C.encode_for_classification(ByteTokenizer(), "a", 0, append_eot=False)
     with pytest.raises(ValueError, match="empty batch"):
-        C.pad_batch([], [], 0)
+        C.pad_messages([], [], 0)
     with pytest.raises(ValueError, match="is empty"):
-        C.pad_batch([[1], []], [0, 1], 0)
+        C.pad_messages([[1], []], [0, 1], 0)
 
 
 # --------------------------------------------------------------------------- pooling
@@ -132,7 +132,7 @@ def test_classifier_output_does_not_depend_on_padding():
         mask = torch.arange(padded.shape[1])[None] < ids.shape[1]
         torch.testing.assert_close(model(padded, mask), alone, rtol=1e-5, atol=1e-6)
     # and inside a batch next to a longer sequence
-    batch = C.pad_batch([[5, 80, 17, 200, 9], list(range(30))], [0, 1], pad_id=256)
+    batch = C.pad_messages([[5, 80, 17, 200, 9], list(range(30))], [0, 1], pad_id=256)
     torch.testing.assert_close(model(batch.ids, batch.mask)[:1], alone, rtol=1e-5, atol=1e-6)
     # without the mask the model would read a padding position: a different answer
     assert not torch.allclose(model(batch.ids)[:1], alone)

@@ -47,7 +47,9 @@ class Example(NamedTuple):
     label: int
 
 
-class Split(NamedTuple):
+class ExampleSplit(NamedTuple):
+    """Labelled messages for training, validation and the final test."""
+
     train: list[Example]
     val: list[Example]
     test: list[Example]
@@ -91,7 +93,7 @@ def balanced_split(
     examples: Sequence[Example],
     fractions: tuple[float, float, float] = (0.7, 0.1, 0.2),
     seed: int = 0,
-) -> Split:
+) -> ExampleSplit:
     """Undersample every class to the size of the smallest, then split each class by ``fractions``.
 
     Each of train, validation and test then holds the classes in equal numbers, so the
@@ -118,7 +120,7 @@ def balanced_split(
         parts[2].extend(chosen[n_train + n_val :])
     for part in parts:
         rng.shuffle(part)
-    return Split(*parts)
+    return ExampleSplit(*parts)
 
 
 class Batch(NamedTuple):
@@ -129,8 +131,12 @@ class Batch(NamedTuple):
     labels: torch.Tensor
 
 
-def pad_batch(sequences: Sequence[Sequence[int]], labels: Sequence[int], pad_id: int) -> Batch:
-    """Pad token-id lists on the right to the longest one, and say which positions are real."""
+def pad_messages(sequences: Sequence[Sequence[int]], labels: Sequence[int], pad_id: int) -> Batch:
+    """Pad messages' token-id lists on the right to the longest one, and say which positions are real.
+
+    (For next-token (input, target) pairs, whose targets pad with ``IGNORE_INDEX``, see
+    ``llmbook.finetune.pad_batch``.)
+    """
     if len(sequences) == 0:
         raise ValueError("cannot pad an empty batch")
     if any(len(s) == 0 for s in sequences):
@@ -193,7 +199,7 @@ class ClassificationDataset(Dataset):
 
     def collate(self, indices: Sequence[int] | torch.Tensor) -> Batch:
         idx = [int(i) for i in indices]
-        return pad_batch([self.ids[i] for i in idx], [self.labels[i] for i in idx], self.pad_id)
+        return pad_messages([self.ids[i] for i in idx], [self.labels[i] for i in idx], self.pad_id)
 
 
 # --------------------------------------------------------------------------- the model
@@ -427,7 +433,7 @@ __all__ = [
     "Example",
     "GPTClassifier",
     "ParamCounts",
-    "Split",
+    "ExampleSplit",
     "accuracy",
     "balanced_split",
     "classify_text",
@@ -437,7 +443,7 @@ __all__ = [
     "freeze",
     "last_token_index",
     "load_sms_spam",
-    "pad_batch",
+    "pad_messages",
     "parse_sms_spam",
     "pool_last",
     "predict",

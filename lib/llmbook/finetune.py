@@ -55,7 +55,9 @@ ALPACA_PREAMBLE = (
 RESPONSE_HEADER = "### Response:\n"
 
 
-class Split(NamedTuple):
+class RecordSplit(NamedTuple):
+    """Instruction records for training, validation and the final test."""
+
     train: list[dict[str, str]]
     val: list[dict[str, str]]
     test: list[dict[str, str]]
@@ -83,7 +85,7 @@ def load_instruction_data(relpath: str = INSTRUCTION_DATA) -> list[dict[str, str
 
 
 def split_data(entries: Sequence[Any], fractions: tuple[float, float, float] = (0.85, 0.05, 0.10),
-               seed: int = 0) -> Split:
+               seed: int = 0) -> RecordSplit:
     """Shuffle with a fixed seed and cut into train / validation / test by ``fractions``.
 
     The shuffle uses its own ``random.Random(seed)``, so the split does not depend on
@@ -96,7 +98,7 @@ def split_data(entries: Sequence[Any], fractions: tuple[float, float, float] = (
     n_train = round(fractions[0] * len(entries))
     n_val = round(fractions[1] * len(entries))
     pick = [entries[i] for i in order]
-    return Split(pick[:n_train], pick[n_train:n_train + n_val], pick[n_train + n_val:])
+    return RecordSplit(pick[:n_train], pick[n_train:n_train + n_val], pick[n_train + n_val:])
 
 
 def format_prompt(entry: Mapping[str, str], preamble: str | None = None) -> str:
@@ -385,7 +387,7 @@ def generate_answers(model: GPT, tokenizer: Any, prompts: Sequence[str | Mapping
 
 
 __all__ = [
-    "ALPACA_PREAMBLE", "INSTRUCTION_DATA", "RESPONSE_HEADER", "Encoded", "InstructionDataset", "Split",
+    "ALPACA_PREAMBLE", "INSTRUCTION_DATA", "RESPONSE_HEADER", "Encoded", "InstructionDataset", "RecordSplit",
     "encode_example", "finetune", "format_example", "format_prompt", "generate_answers",
     "LengthGroupedBatches", "load_instruction_data", "masked_loss", "masked_targets", "pad_batch",
     "split_data",
