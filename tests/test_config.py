@@ -41,9 +41,32 @@ def test_untied_head_adds_vocab_times_width():
     assert GPT(untied).num_parameters() == count_parameters(untied)
 
 
-def test_breakdown_sums_to_total():
-    cfg = PRESETS["gpt2"]
-    assert sum(parameter_breakdown(cfg).values()) == count_parameters(cfg)
+def meta_gpt(config: GPTConfig) -> GPT:
+    """A GPT with the real module structure and no memory behind it (the meta device)."""
+    with torch.device("meta"):
+        return GPT(config)
+
+
+@pytest.mark.parametrize("name", ["gpt2", "gpt2-medium", "gpt2-xl", "gpt3-175b"])
+def test_count_matches_the_parameters_of_the_built_model(name):
+    # The formula against nn.Module's own count of a model built with the preset's shapes.
+    assert count_parameters(name) == meta_gpt(PRESETS[name]).num_parameters()
+
+
+def test_breakdown_matches_each_part_of_the_built_model():
+    cfg = GPTConfig.from_preset("char-small", tie_word_embeddings=False)
+    model = meta_gpt(cfg)
+    size = lambda modules: sum(p.numel() for m in modules for p in m.parameters())  # noqa: E731
+    blocks = list(model.h)
+    actual = {
+        "token embeddings (wte)": size([model.wte]),
+        "position embeddings (wpe)": size([model.wpe]),
+        "attention (all layers)": size(b.attn for b in blocks),
+        "feed-forward (all layers)": size(b.mlp for b in blocks),
+        "layer norms": size([model.ln_f] + [n for b in blocks for n in (b.ln_1, b.ln_2)]),
+        "output head (lm_head)": size([model.lm_head]),
+    }
+    assert parameter_breakdown(cfg) == actual
 
 
 def test_bad_shapes_are_rejected_with_a_reason():

@@ -5,9 +5,18 @@ from llmbook.device import autocast, autocast_dtype, best_device, seed_everythin
 from llmbook.profile import current_profile, pick
 
 
-def test_profile_follows_hardware_and_env(monkeypatch):
+@pytest.mark.parametrize("cuda", [True, False])
+def test_profile_follows_the_hardware_without_the_variable(monkeypatch, cuda):
     monkeypatch.delenv("LLMBOOK_PROFILE", raising=False)
-    assert current_profile() == ("gpu" if torch.cuda.is_available() else "cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    assert current_profile() == ("gpu" if cuda else "cpu")
+    assert pick(cpu=1, gpu=2) == (2 if cuda else 1)
+
+
+def test_profile_follows_the_variable(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setenv("LLMBOOK_PROFILE", " cpu ")
+    assert current_profile() == "cpu"
     monkeypatch.setenv("LLMBOOK_PROFILE", "gpu")
     assert pick(cpu=1, gpu=2) == 2
     monkeypatch.setenv("LLMBOOK_PROFILE", "CPU")
@@ -17,10 +26,16 @@ def test_profile_follows_hardware_and_env(monkeypatch):
         pick(cpu=1, gpu=2)
 
 
-def test_device_choice(monkeypatch):
+@pytest.mark.parametrize("cuda,mps,expected", [(True, True, "cuda"), (False, True, "mps"), (False, False, "cpu")])
+def test_device_choice_prefers_cuda_then_mps_then_cpu(monkeypatch, cuda, mps, expected):
     monkeypatch.delenv("LLMBOOK_DEVICE", raising=False)
-    expected = "cuda" if torch.cuda.is_available() else best_device().type
-    assert best_device().type == expected
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: mps)
+    assert best_device() == torch.device(expected)
+
+
+def test_the_device_variable_overrides_the_hardware(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setenv("LLMBOOK_DEVICE", "cpu")
     assert best_device() == torch.device("cpu")
     monkeypatch.setenv("LLMBOOK_DEVICE", "abacus")

@@ -6,6 +6,7 @@ import itertools
 
 import pytest
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from llmbook import GPT, GPTConfig, count_parameters
 from llmbook.scaling import (
@@ -23,13 +24,36 @@ from llmbook.scaling import (
 from llmbook.precision import precision_context
 
 
-def test_six_n_d_and_chinchilla():
-    assert training_flops(124e6, 2.5e9) == pytest.approx(1.86e18)
-    assert chinchilla_tokens(70e9) == pytest.approx(1.4e12)  # Chinchilla itself: 70B on 1.4T tokens
-    n, d = compute_optimal(training_flops(70e9, 1.4e12))
-    assert n == pytest.approx(70e9) and d == pytest.approx(1.4e12)
+@pytest.mark.parametrize("attn_impl", ["explicit", "sdpa"])
+def test_six_n_d_predicts_the_flops_of_a_real_training_step(attn_impl):
+    # PyTorch counts the multiply-adds of one forward and backward pass; 6 N D should match
+    # them (within the attention scores' share, small at a short context).
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=256, n_positions=16, n_embd=128, n_layer=2, n_head=4, attn_impl=attn_impl))
+    x = torch.randint(0, 256, (4, 16))
+    with FlopCounterMode(display=False) as counter:
+        model(x, x)[1].backward()
+    predicted = training_flops(model.num_parameters(), x.numel())
+    assert counter.get_total_flops() == pytest.approx(predicted, rel=0.05)
     with pytest.raises(ValueError, match="positive"):
         training_flops(0, 10)
+
+
+def test_six_n_d_matches_gpt3s_published_training_compute():
+    # GPT-3 175B on 300B tokens: 3.14e23 FLOPs (Brown et al., 2020, Table D.1).
+    assert training_flops(count_parameters("gpt3-175b"), 300e9) == pytest.approx(3.14e23, rel=0.01)
+
+
+@pytest.mark.parametrize("params,flops,tokens", [
+    # Hoffmann et al. (2022), Table 3: compute-optimal model sizes, budgets and token counts.
+    (400e6, 1.92e19, 8.0e9), (1e9, 1.21e20, 20.2e9), (10e9, 1.23e22, 205.1e9),
+    (67e9, 5.76e23, 1.5e12), (175e9, 3.85e24, 3.7e12), (1e12, 1.27e26, 21.2e12),
+])
+def test_compute_optimal_matches_chinchillas_table(params, flops, tokens):
+    n, d = compute_optimal(flops)
+    # The table's token counts run from 20 to 22 per parameter; the rule of thumb says 20.
+    assert n == pytest.approx(params, rel=0.05) and d == pytest.approx(tokens, rel=0.12)
+    assert chinchilla_tokens(params) == pytest.approx(tokens, rel=0.12)
 
 
 def test_training_time_divides_by_devices_and_utilisation():
