@@ -106,7 +106,6 @@ class AttentionExplorer(_FigureApp):
         self.widget = widgets.VBox([widgets.HBox([self.sentence, self.layer, self.head]), self.output])
         for control in (self.sentence, self.layer, self.head):
             control.observe(self._on_change, names="value")
-        self.draws = 0
         self.render()
 
     def current(self) -> torch.Tensor:
@@ -124,7 +123,6 @@ class AttentionExplorer(_FigureApp):
             title=f"{self.sentence.value}: layer {self.layer.value}, head {self.head.value}",
         )
         self.figure.tight_layout()
-        self.draws += 1
         self._refresh_output()
 
     def show(self, sentence: str | None = None, layer: int | None = None, head: int | None = None) -> None:
