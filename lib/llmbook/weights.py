@@ -137,11 +137,12 @@ def save_hf_gpt2(model: GPT, folder: str | os.PathLike) -> Path:
 
 def _download_from_hub(name: str) -> Path:
     repo = HUB_REPOS[name]
-    try:
+    try:  # a dependency of llmbook, imported here because only this path needs it
         from huggingface_hub import hf_hub_download
     except ImportError as err:
         raise WeightsUnavailableError(
-            f"loading {name!r} by name needs the huggingface-hub package: pip install huggingface-hub"
+            f"loading {name!r} by name needs huggingface-hub, which llmbook depends on but this "
+            f"environment lacks: reinstall llmbook, or pip install 'huggingface-hub>=0.23'"
         ) from err
     try:
         paths = [hf_hub_download(repo_id=repo, filename=f) for f in ("config.json", "model.safetensors")]
