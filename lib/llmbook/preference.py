@@ -110,7 +110,7 @@ class PreferenceDataset:
         return pad_batch(rows, self.pad_id)
 
 
-def sequence_logprobs(model: GPT, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+def sequence_logprobs(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Sum of log p(target) over each row's counted targets (those not ``IGNORE_INDEX``).
 
     With chapter 10's masking the counted targets are the answer and its end-of-text

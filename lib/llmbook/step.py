@@ -173,7 +173,7 @@ class TrainStep:
                              f"IGNORE_INDEX={IGNORE_INDEX}); check the masking or the data")
         scale = world / total_count  # DDP averages over ranks; undo that to get the sum
         self.model.train()
-        loss_sum, tokens, sums = 0.0, 0, {}
+        loss_sum, tokens, sums = 0.0, 0, dict[str, float]()
         for i, batch in enumerate(micro_batches):
             # Only the last micro-batch's backward() needs to all-reduce the gradients.
             last = i == len(micro_batches) - 1

@@ -27,12 +27,11 @@ import time
 from collections.abc import Callable, Collection
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from llmbook import distributed
@@ -41,6 +40,14 @@ from llmbook.history import History
 from llmbook.model import GPT
 from llmbook.precision import check_precision
 from llmbook.step import NextTokenLoss, Objective, TrainStep, summed_loss
+
+
+class PairDataset(Protocol):
+    """What ``train`` and ``evaluate`` read: a sized dataset of (input, target) pairs."""
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]: ...
 
 
 @dataclass
@@ -100,7 +107,7 @@ def batch_indices(n: int, batch_size: int, seed: int, first_sample: int) -> torc
     return torch.cat(out)
 
 
-def collate(dataset: Dataset, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def collate(dataset: PairDataset, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Stack the (input, target) pairs ``dataset[i]`` for ``i`` in ``indices`` into a batch."""
     pairs = [dataset[int(i)] for i in indices]
     return torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs])
@@ -135,7 +142,7 @@ def eval_indices(n: int, batch_size: int, max_batches: int | None) -> torch.Tens
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, dataset: Dataset, batch_size: int = 16, max_batches: int | None = 20,
+def evaluate(model: nn.Module, dataset: PairDataset, batch_size: int = 16, max_batches: int | None = 20,
              precision: str = "auto") -> float:
     """Mean next-token loss per counted target over evenly spaced examples of ``dataset``.
 
@@ -199,8 +206,8 @@ def fit(model: nn.Module, objective: Objective, cfg: TrainConfig, *,
         if measure is not None and cfg.eval_interval and (done % cfg.eval_interval == 0
                                                           or done == cfg.max_steps):
             history.record_eval(done, measure())
-            bar.set_postfix(loss=f"{stats.loss:.3f}",
-                            **{k: f"{v[-1]:.3f}" for k, v in history.evals.items() if k.startswith("val")})
+            shown = {k: f"{v[-1]:.3f}" for k, v in history.evals.items() if k.startswith("val")}
+            bar.set_postfix({"loss": f"{stats.loss:.3f}", **shown})
         elif done % 10 == 0:
             bar.set_postfix(loss=f"{stats.loss:.3f}")
         history.seconds = time.perf_counter() - began
@@ -253,8 +260,8 @@ def _resume(path: str | Path, model: nn.Module, stepper: TrainStep, cfg: TrainCo
 
 def train(
     model: GPT,
-    train_data: Dataset,
-    val_data: Dataset | None = None,
+    train_data: PairDataset,
+    val_data: PairDataset | None = None,
     config: TrainConfig | None = None,
     resume_from: str | Path | None = None,
     allow_changes: Collection[str] = (),
@@ -275,9 +282,10 @@ def train(
     cfg = TrainConfig(**{**(asdict(config) if config else {}), **overrides})
     if len(train_data) < 1:
         raise ValueError("train_data is empty")
-    n = len(train_data)  # type: ignore[arg-type]
+    n = len(train_data)
 
     def losses() -> dict[str, float]:
+        assert val_data is not None
         return {name: evaluate(model, data, cfg.batch_size, cfg.eval_batches, cfg.precision)
                 for name, data in (("eval_train_loss", train_data), ("val_loss", val_data))}
 
@@ -288,5 +296,5 @@ def train(
                data_key=fingerprint(train_data), resume_from=resume_from, allow_changes=allow_changes)
 
 
-__all__ = ["RESUME_FIELDS", "TrainConfig", "batch_indices", "collate", "eval_indices",
+__all__ = ["RESUME_FIELDS", "PairDataset", "TrainConfig", "batch_indices", "collate", "eval_indices",
            "evaluate", "fingerprint", "fit", "train"]
