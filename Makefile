@@ -11,7 +11,7 @@ WORKERS ?= auto
 # Notebooks executed at once by the book build, one thread each (auto: CPU cores, at most 4).
 JOBS ?= auto
 
-.PHONY: test book html setup clean
+.PHONY: test book html setup clean gpu-check
 
 setup: $(VENV)/.installed
 
@@ -39,6 +39,13 @@ html:
 	$(BIN)/python tools/book_assets.py
 	env -u MPLBACKEND $(BIN)/python tools/execute_notebooks.py --jobs $(JOBS)
 	env -u MPLBACKEND $(BIN)/jupyter-book build . -W -n --keep-going
+
+# Every chapter executed on the gpu profile, on a machine with a GPU (not part of make test):
+# pass/fail, wall and CPU time, GPU and its peak memory per chapter, in _build/gpu-check.md
+# and .json. CHAPTERS="05 07" runs some; GPU_CHECK_TIMEOUT is each notebook's budget (s).
+GPU_CHECK_TIMEOUT ?= 1800
+gpu-check: setup
+	$(BIN)/python tools/gpu_check.py --timeout $(GPU_CHECK_TIMEOUT) $(if $(CHAPTERS),--chapters $(CHAPTERS))
 
 clean:
 	rm -rf _build $(VENV) .jupyter_cache
