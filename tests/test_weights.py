@@ -79,3 +79,25 @@ def test_a_hugging_face_checkpoint_with_mask_buffers_loads(hf_model, tmp_path):
     x = torch.randint(0, 320, (2, 30))
     with torch.no_grad():
         torch.testing.assert_close(ours(x)[0], hf_model(x).logits, atol=1e-5, rtol=1e-5)
+
+
+def test_loading_by_name_uses_the_hub_files(hf_model, tmp_path, monkeypatch):
+    """The gpu profile's path (base_model -> load_hf_gpt2("gpt2") -> the Hub), with the Hub
+    replaced by a local GPT-2-shaped folder, so that it runs offline and on CPUs."""
+    hub = pytest.importorskip("huggingface_hub")
+    hf_model.save_pretrained(tmp_path)
+    asked = []
+
+    def fake_download(repo_id, filename, **kwargs):
+        asked.append((repo_id, filename))
+        return str(tmp_path / filename)
+
+    monkeypatch.setattr(hub, "hf_hub_download", fake_download)
+    from llmbook.pretrained import base_model
+
+    pre = base_model("gpu")
+    assert asked == [("openai-community/gpt2", "config.json"), ("openai-community/gpt2", "model.safetensors")]
+    assert not pre.model.training and pre.tokenizer.n_vocab == 50257
+    x = torch.randint(0, 320, (2, 30))
+    with torch.no_grad():
+        torch.testing.assert_close(pre.model(x)[0], hf_model(x).logits, atol=1e-5, rtol=1e-5)
