@@ -23,7 +23,8 @@ needs_data = pytest.mark.skipif(not (SHARED / "SOURCES.md").is_file(), reason="s
 def test_registry_lists_every_file_in_sources_md():
     import re
 
-    listed = set(re.findall(r"^\| ([a-z]+/[^ |]+) \| [0-9a-f]{64} \|", (SHARED / "SOURCES.md").read_text(), re.MULTILINE))
+    sources = (SHARED / "SOURCES.md").read_text()
+    listed = set(re.findall(r"^\| ([a-z]+/[^ |]+) \| [0-9a-f]{64} \|", sources, re.MULTILINE))
     assert listed <= set(REGISTRY)
     on_disk = {str(p.relative_to(SHARED)) for p in SHARED.rglob("*") if p.is_file() and p.name != "SOURCES.md"}
     assert on_disk == set(REGISTRY)

@@ -44,7 +44,7 @@ def test_loading_by_name_offline_fails_clearly(tmp_path, monkeypatch):
 def test_unknown_source_is_rejected(tmp_path):
     with pytest.raises(ValueError, match="gpt2-medium"):
         load_hf_gpt2("gpt-17")
-    with pytest.raises(FileNotFoundError, match="config.json"):
+    with pytest.raises(FileNotFoundError, match=r"config\.json"):
         load_hf_gpt2(tmp_path)
 
 

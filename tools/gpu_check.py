@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from execute_notebooks import ROOT, _cpu  # noqa: E402  (the book build's CPU-time measure)
+from execute_notebooks import ROOT, _cpu  # the book build's CPU-time measure
 
 PROBE_MARK = "<<gpu-check>>"
 # Asks the chapter's own kernel what it used; imports torch only if the chapter did.
@@ -145,7 +145,7 @@ def run_notebook(path: Path, timeout: float, kernel_name: str | None = None) -> 
             try:
                 client.execute_cell(probe, len(nb.cells))
                 record.update(_probe_result(probe) or {})
-            except Exception:  # noqa: BLE001 - a dead or stuck kernel: no numbers
+            except Exception:  # a dead or stuck kernel: no numbers
                 pass
     except Exception as err:  # the kernel did not start
         record["error"] = _error_of({}, index, err)

@@ -46,11 +46,11 @@ class KVCache:
 
     @property
     def keys(self) -> list[torch.Tensor | None]:
-        return [None if k is None else k[:, :, :n] for k, n in zip(self._k, self._filled)]
+        return [None if k is None else k[:, :, :n] for k, n in zip(self._k, self._filled, strict=True)]
 
     @property
     def values(self) -> list[torch.Tensor | None]:
-        return [None if v is None else v[:, :, :n] for v, n in zip(self._v, self._filled)]
+        return [None if v is None else v[:, :, :n] for v, n in zip(self._v, self._filled, strict=True)]
 
     def _reserve(self, layer: int, k: torch.Tensor, needed: int) -> None:
         buf = self._k[layer]

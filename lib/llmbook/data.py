@@ -44,7 +44,8 @@ _UCI_ZIP_SHA = "e0c5bd54da721b0058bfecedfd96dc0be0a323366ca99d4d694817493f47be90
 
 # (title, file, sha256) of the Project Gutenberg books in the corpus.
 GUTENBERG_BOOKS: dict[str, tuple[str, str]] = {
-    "11-0.txt": ("Alice's Adventures in Wonderland", "2bb7d5634ee2683a52fc0f016464124d35fc310f395f1b79d2ed0dc33c7f2a44"),
+    "11-0.txt": (
+        "Alice's Adventures in Wonderland", "2bb7d5634ee2683a52fc0f016464124d35fc310f395f1b79d2ed0dc33c7f2a44"),
     "120-0.txt": ("Treasure Island", "e57c204e67befca99287e0cc94c7a65c514896369520d1bf067c89809edb765f"),
     "158-0.txt": ("Emma", "89b601ce13c21eca31766bdd1a554842fc9ecb7d3638cc769f41712a523e24cf"),
     "2701-0.txt": ("Moby Dick", "baf9b04fcf6e0008f30eaaa6697277751448c1070b20175e0082f28cbb161fd3"),
@@ -53,7 +54,8 @@ GUTENBERG_BOOKS: dict[str, tuple[str, str]] = {
     "43-0.txt": ("Dr. Jekyll and Mr. Hyde", "e1a3f2d20e0a7691708a6368d6b1acc7735a11cf652321ab180c6b731cf14222"),
     "46-0.txt": ("A Christmas Carol", "919e060656548dd0bf5f615fe85932e67718b9a58e5a535d1ff7548c4380caeb"),
     "98-0.txt": ("A Tale of Two Cities", "2fcfa071498b30724bd1bd714ba89e38477d632b86d74e87559f6259d3917e36"),
-    "Pride_and_Prejudice_JaneAusten.txt": ("Pride and Prejudice", "6c1040a3497419c3e60becb60523a6d6befb392578c716cf5afd3a0c423a7145"),
+    "Pride_and_Prejudice_JaneAusten.txt": (
+        "Pride and Prejudice", "6c1040a3497419c3e60becb60523a6d6befb392578c716cf5afd3a0c423a7145"),
     "pg174.txt": ("The Picture of Dorian Gray", "edd44263170a718360c75d5492958d7ab5bc7049e8493b84722ab07ebe5eaef6"),
     "pg345.txt": ("Dracula", "cffe55838a878a29da82a0e10b2909b7e46b6f7167ed7f815782465573e98f27"),
     "pg55.txt": ("The Wonderful Wizard of Oz", "8f77ce6c779b835598c8d2e5bb982e7bd81d95bd56f56522a8d4756d9d28efb2"),
