@@ -3,27 +3,36 @@ loses anything: every solutions notebook is checkable, every exercise notebook i
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from llmbook.exercises import checks_for_chapter
 from llmbook.exercises.grader import chapter_of
-from llmbook.exercises.make import (
-    BEGIN_HIDDEN,
-    BEGIN_SOLUTION,
-    END_HIDDEN,
-    END_SOLUTION,
-    STUB,
-    MarkerError,
-    main,
-    render,
-    strip_solutions,
-)
 
 ROOT = Path(__file__).resolve().parents[1]
+GENERATOR = ROOT / "tools" / "make_exercises.py"
+
+
+def _generator():
+    """tools/make_exercises.py, imported from its file (tools/ is not a package)."""
+    spec = importlib.util.spec_from_file_location("make_exercises", GENERATOR)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+make = _generator()
+BEGIN_HIDDEN, BEGIN_SOLUTION, END_HIDDEN, END_SOLUTION = (
+    make.BEGIN_HIDDEN, make.BEGIN_SOLUTION, make.END_HIDDEN, make.END_SOLUTION)
+STUB, MarkerError, main, render, strip_solutions = (
+    make.STUB, make.MarkerError, make.main, make.render, make.strip_solutions)
+
 SOLUTIONS = sorted((ROOT / "solutions").glob("*.ipynb"))
 MARKERS = (BEGIN_SOLUTION, END_SOLUTION, BEGIN_HIDDEN, END_HIDDEN)
 
@@ -54,9 +63,9 @@ def test_there_are_solutions_notebooks() -> None:
 @pytest.mark.parametrize("solution", SOLUTIONS, ids=lambda p: p.name)
 def test_exercises_are_generated_byte_for_byte(solution: Path) -> None:
     exercise = ROOT / "exercises" / solution.name
-    assert exercise.is_file(), f"run `python -m llmbook.exercises.make` to create {exercise}"
+    assert exercise.is_file(), f"run `python tools/make_exercises.py` to create {exercise}"
     assert exercise.read_text(encoding="utf-8") == render(solution), (
-        f"{exercise} is out of date: run `python -m llmbook.exercises.make`"
+        f"{exercise} is out of date: run `python tools/make_exercises.py`"
     )
 
 
@@ -162,3 +171,12 @@ def test_check_mode_reports_stale_files_and_writes_nothing(
     assert main(["--root", str(tmp_path), "--check"]) == 0
     assert main(["--root", str(tmp_path)]) == 0  # regenerating changes nothing
     assert (tmp_path / "exercises" / source.name).read_bytes() == written
+
+
+def test_the_generator_runs_as_a_script_from_anywhere(tmp_path: Path) -> None:
+    """`python tools/make_exercises.py --check` is the README's command; it finds the
+    repository from its own location, not from the current directory."""
+    done = subprocess.run([sys.executable, str(GENERATOR), "--check"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "up to date" in done.stdout

@@ -13,8 +13,11 @@ cleared; all metadata is kept.
 The output is deterministic (nbformat 4 JSON, ``indent=1``, sorted keys, a trailing
 newline), so regenerating gives identical bytes and a test can catch drift::
 
-    python -m llmbook.exercises.make           # (re)write exercises/*.ipynb
-    python -m llmbook.exercises.make --check   # exit 1 and list files that are out of date
+    python tools/make_exercises.py           # (re)write exercises/*.ipynb
+    python tools/make_exercises.py --check   # exit 1 and list files that are out of date
+
+It needs nothing but the standard library, and it is a tool of this repository, not part
+of the ``llmbook`` package that learners install.
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ END_SOLUTION = "### END SOLUTION"
 BEGIN_HIDDEN = "### BEGIN HIDDEN TESTS"
 END_HIDDEN = "### END HIDDEN TESTS"
 STUB = 'raise NotImplementedError("Write your solution here")'
+ROOT = Path(__file__).resolve().parents[1]
+COMMAND = "python tools/make_exercises.py"
 
 _PAIRS = {BEGIN_SOLUTION: END_SOLUTION, BEGIN_HIDDEN: END_HIDDEN}
 _ENDS = {end: begin for begin, end in _PAIRS.items()}
@@ -107,11 +112,12 @@ def render(solution_path: Path) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Command line: regenerate, or with ``--check`` only report what is out of date."""
     parser = argparse.ArgumentParser(
-        prog="python -m llmbook.exercises.make",
+        prog=COMMAND,
         description="Generate exercises/*.ipynb from solutions/*.ipynb.",
     )
     parser.add_argument("--check", action="store_true", help="write nothing; exit 1 if stale")
-    parser.add_argument("--root", type=Path, default=Path("."), help="repository root")
+    parser.add_argument("--root", type=Path, default=ROOT,
+                        help="repository root (default: the one this tool is in)")
     args = parser.parse_args(argv)
 
     solutions_dir, exercises_dir = args.root / "solutions", args.root / "exercises"
@@ -144,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.check:
         stale.extend(orphans)
         if stale:
-            print("out of date (run `python -m llmbook.exercises.make`):")
+            print(f"out of date (run `{COMMAND}`):")
             for path in stale:
                 print(f"  {path}")
             return 1
