@@ -2,13 +2,15 @@
 
 Each chapter's exercise notebook ends an exercise with a check cell such as
 ``check("intro.perplexity", perplexity)``. The checks live here, inside the installed
-library, so they work in Colab with nothing else installed, and the grader
-(``llmbook-grade``, ``python -m llmbook.exercises.grader``) scores a whole notebook
-with the very same checks. The learners' ``exercises/`` notebooks are written from the
-reference ``solutions/`` by the repository's ``tools/make_exercises.py``.
+library, so they work in Colab with nothing else installed: ``core`` (the registry,
+``check`` and its time limits), ``compare`` (the comparisons every check shares) and
+``checks/chNN_slug.py`` (one module per chapter). The grader (``llmbook-grade``,
+``python -m llmbook.exercises.grader``, which needs the ``grade`` extra) scores a whole
+notebook with the very same checks. The learners' ``exercises/`` notebooks are written from the reference
+``solutions/`` by the repository's ``tools/make_exercises.py``.
 
-Importing this package has no side effects; chapter check modules are imported the
-first time a check is looked up.
+Importing this package has no side effects; a chapter's check module is imported the
+first time one of its checks is looked up, and no other chapter's.
 """
 
 from llmbook.exercises.core import (

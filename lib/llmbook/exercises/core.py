@@ -12,25 +12,24 @@ grader (``llmbook.exercises.grader``) reads only that file, never the notebook's
 output, so a learner's ``print("✅ passed")`` scores nothing and a kernel that crashes
 later keeps the results already written.
 
-Checks for each chapter live in their own module named by concept (``intro`` for
-chapter 1, ...). They register themselves with the ``@register`` decorator when their
-module is imported; ``registry()`` imports every such module on first use, which keeps
-``import llmbook.exercises`` itself light and free of side effects.
+Each chapter's checks live in one module, ``llmbook.exercises.checks.chNN_slug``, and
+register themselves with the ``@register`` decorator when it is imported. A check's name
+starts with its chapter's concept (``"gpt.layer_norm"``), and ``CHECK_MODULES`` maps that
+concept to the one module to import, so looking up a check imports its own chapter's
+module and no other: a chapter whose module is broken cannot break the checks of the
+others, and ``import llmbook.exercises`` itself stays light and free of side effects.
 """
 
 from __future__ import annotations
 
 import importlib
 import json
-import math
-import numbers
 import os
-import pkgutil
 import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -46,9 +45,24 @@ without editing the registry."""
 
 DEFAULT_TIME_LIMIT = 20.0
 
-# Modules of this package that hold machinery, not checks; every other module is a
-# chapter's check module and is imported by ``registry()``.
-_NOT_CHECK_MODULES = frozenset({"core", "grader", "make"})
+CHECKS_PACKAGE = "llmbook.exercises.checks"
+
+CHECK_MODULES: dict[str, str] = {
+    "intro": "ch01_intro",
+    "embeddings": "ch02_embeddings",
+    "tokenization": "ch03_tokenization",
+    "recurrent": "ch04_recurrent",
+    "attention": "ch05_attention",
+    "transformer": "ch06_transformer",
+    "gpt": "ch07_gpt",
+    "pretraining": "ch08_pretraining",
+    "classification": "ch09_classification",
+    "instruction": "ch10_instruction",
+    "emergent": "ch11_emergent",
+    "scaling": "ch12_scaling",
+}
+"""The concept that starts a check's name -> its chapter's module in ``CHECKS_PACKAGE``.
+The module's name starts with ``chNN_``, NN being the chapter its checks belong to."""
 
 
 class CheckFailed(Exception):
@@ -109,7 +123,6 @@ class CheckResult:
 
 
 _REGISTRY: dict[str, Check] = {}
-_modules_loaded = False
 
 
 def register(
@@ -137,30 +150,32 @@ def register(
     return decorate
 
 
-def _load_check_modules() -> None:
-    """Import every chapter check module of this package (once), so they register."""
-    global _modules_loaded
-    if _modules_loaded:
-        return
-    package = __name__.rpartition(".")[0]
-    path = sys.modules[package].__path__
-    for info in sorted(pkgutil.iter_modules(path), key=lambda m: m.name):
-        if info.name not in _NOT_CHECK_MODULES and not info.name.startswith("_"):
-            importlib.import_module(f"{package}.{info.name}")
-    _modules_loaded = True
+def chapter_of_module(module: str) -> str:
+    """The chapter of a check module from its name: ``"ch07_gpt"`` -> ``"07"``."""
+    return module[2:4]
+
+
+def _import_concept(concept: str) -> None:
+    """Import the one check module of ``concept`` (once; Python caches it), so it registers."""
+    importlib.import_module(f"{CHECKS_PACKAGE}.{CHECK_MODULES[concept]}")
 
 
 def registry() -> dict[str, Check]:
-    """All registered checks by name (importing the chapter check modules on first use)."""
-    _load_check_modules()
+    """Every chapter's checks by name (importing each chapter's check module)."""
+    for concept in CHECK_MODULES:
+        _import_concept(concept)
     return dict(_REGISTRY)
 
 
-def checks_for_chapter(chapter: str) -> list[Check]:
+def checks_for_chapter(chapter: str | int) -> list[Check]:
     """The checks of one chapter (``"01"``), in the order their module registers them
-    (which is the order of the exercises): what a grader expects to see."""
+    (which is the order of the exercises): what a grader expects to see. Imports that
+    chapter's check module only."""
     chapter = normalise_chapter(chapter)
-    return [c for c in registry().values() if c.chapter == chapter]
+    for concept, module in CHECK_MODULES.items():
+        if chapter_of_module(module) == chapter:
+            _import_concept(concept)
+    return [c for c in _REGISTRY.values() if c.chapter == chapter]
 
 
 def normalise_chapter(chapter: str | int) -> str:
@@ -170,23 +185,25 @@ def normalise_chapter(chapter: str | int) -> str:
 
 
 def _lookup(name: str) -> Check:
-    checks = registry()
-    if name in checks:
-        return checks[name]
-    prefix = name.partition(".")[0]
-    same_concept = sorted(n for n in checks if n.partition(".")[0] == prefix)
-    if same_concept:
-        chapter = checks[same_concept[0]].chapter
-        hint = f"Known checks of chapter {chapter}: {', '.join(same_concept)}."
-    else:
-        by_chapter: dict[str, list[str]] = {}
-        for check_ in checks.values():
-            by_chapter.setdefault(check_.chapter, []).append(check_.name)
-        listing = "; ".join(
-            f"chapter {ch}: {', '.join(sorted(names))}" for ch, names in sorted(by_chapter.items())
+    """The check called ``name``, importing only its chapter's module."""
+    concept = name.partition(".")[0]
+    if concept not in CHECK_MODULES:
+        known = ", ".join(
+            f"{c} (chapter {chapter_of_module(m)})" for c, m in CHECK_MODULES.items()
         )
-        hint = f"Known checks: {listing or 'none'}."
-    raise UnknownCheckError(f"there is no check named {name!r}. {hint} Is there a typo in the name?")
+        raise UnknownCheckError(
+            f"there is no check named {name!r}: check names start with a chapter's concept, "
+            f"one of {known}. Is there a typo in the name?"
+        )
+    _import_concept(concept)
+    if name in _REGISTRY:
+        return _REGISTRY[name]
+    same_concept = sorted(n for n in _REGISTRY if n.partition(".")[0] == concept)
+    chapter = chapter_of_module(CHECK_MODULES[concept])
+    raise UnknownCheckError(
+        f"there is no check named {name!r}. Known checks of chapter {chapter}: "
+        f"{', '.join(same_concept) or 'none'}. Is there a typo in the name?"
+    )
 
 
 # --------------------------------------------------------------------------- time limits
@@ -209,7 +226,7 @@ def time_limit(seconds: float | None) -> Iterator[None]:
         and hasattr(signal, "setitimer")
         and threading.current_thread() is threading.main_thread()
     )
-    if not usable:
+    if seconds is None or not usable:
         yield
         return
     armed = {"on": True}
@@ -247,10 +264,13 @@ def _effective_limit(check_: Check, timeout: float | None) -> float | None:
 # --------------------------------------------------------------------------- helpers for checkers
 
 
-def call(fn: Any, *args: Any, label: str) -> Any:
+def call(fn: Any, *args: Any, label: str, hints: Sequence[tuple[str, str]] = ()) -> Any:
     """Call the learner's ``fn`` and explain any exception in terms of the call that failed.
 
     ``label`` is the call as the learner would write it, e.g. ``encode('hi', stoi)``.
+    ``hints`` are (text, hint) pairs: when the exception's message contains ``text``, the
+    first such hint is added to the feedback (the usual cause of that error in this
+    exercise, such as a transposed weight for "cannot be multiplied").
     """
     if not callable(fn):
         raise CheckFailed(
@@ -264,9 +284,11 @@ def call(fn: Any, *args: Any, label: str) -> Any:
     except CheckFailed:
         raise
     except Exception as err:  # noqa: BLE001 - the learner's bug, reported rather than raised
+        hint = next((h for text, h in hints if text in f"{type(err).__name__}: {err}"), "")
         raise CheckFailed(
             f"Calling {label} raised {type(err).__name__}: {err}\n"
             f"Read the error message, fix the function, re-run its cell, then run this check again."
+            + (f"\nHint: {hint}" if hint else "")
         ) from None
 
 
@@ -294,16 +316,6 @@ def mismatch(what: str, expected: Any, got: Any, hint: str = "") -> CheckFailed:
 def _trim(value: Any, limit: int) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def is_int(value: Any) -> bool:
-    """True for Python and NumPy integers, False for bools (which are ints in Python)."""
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
-def close(a: float, b: float, rel: float = 1e-6, abs_: float = 1e-9) -> bool:
-    """Float comparison used by checks: tolerant of float32 arithmetic, not of mistakes."""
-    return math.isclose(a, b, rel_tol=rel, abs_tol=abs_)
 
 
 # --------------------------------------------------------------------------- check()

@@ -14,23 +14,17 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
+from llmbook.exercises.compare import known_mistake, same, tensor_answer, unchanged
 from llmbook.exercises.core import CheckFailed, call, mismatch, register
 
 CHAPTER = "02"
-
-
-def _close(a: Any, b: torch.Tensor, rtol: float = 1e-4, atol: float = 1e-6) -> bool:
-    return (isinstance(a, torch.Tensor) and a.shape == b.shape
-            and bool(torch.allclose(a.detach().double(), b.double(), rtol=rtol, atol=atol)))
-
-
-def _first_hint(got: torch.Tensor, variants: list[tuple[torch.Tensor, str]], default: str) -> str:
-    return next((why for variant, why in variants if _close(got, variant)), default)
+ATOL = 1e-6  # losses and cosines are compared more tightly than the default
 
 
 def _tensor_answer(fn: Any, args: tuple[Any, ...], label: str, expected: torch.Tensor,
@@ -38,15 +32,13 @@ def _tensor_answer(fn: Any, args: tuple[Any, ...], label: str, expected: torch.T
     """Call, then compare a tensor answer with ``expected``; the shared core of three checks."""
     given = [a.clone() if isinstance(a, torch.Tensor) else a for a in args]
     got = call(fn, *given, label=label)
-    if any(isinstance(a, torch.Tensor) and not torch.equal(a.detach(), b) for a, b in zip(given, args)):
-        raise CheckFailed(f"{label} changed its inputs in place; compute new tensors instead.")
+    unchanged(label, given, args)
     if isinstance(got, (int, float)) and expected.dim() == 0:
         raise mismatch(f"{label} returned a Python number; return the tensor itself (no .item()), so "
                        f"that loss.backward() can compute gradients through it.", expected, got)
-    if not isinstance(got, torch.Tensor):
-        raise mismatch(f"{label} should return a torch.Tensor.", expected, got)
-    if not _close(got, expected):
-        hint = _first_hint(got, variants(), default_hint)
+    got = tensor_answer(got, label, expected=expected)
+    if not same(got, expected, atol=ATOL):
+        hint = known_mistake(got, variants(), atol=ATOL) or default_hint
         if not torch.isfinite(got).all() and torch.isfinite(expected).all() and hint == default_hint:
             hint = ("your result is inf or nan. log(sigmoid(x)) overflows for large |x|: use "
                     "F.logsigmoid(x) (and check for divisions by zero).")
@@ -89,7 +81,7 @@ def check_reconstruction_loss(fn: Any) -> str:
                 raise CheckFailed(f"{label} returned a tensor with no gradient: compute it with "
                                   f"torch operations on x_hat (no .detach(), .numpy() or .item()).")
             (grad,) = torch.autograd.grad(got, x_hat_req)
-        if not _close(grad, 2 * diff / diff.numel()):
+        if not same(grad, 2 * diff / diff.numel(), atol=ATOL):
             raise CheckFailed(f"the gradient of {label} with respect to x_hat is not 2(x_hat - x)/N; "
                               f"compute the loss with ordinary torch operations.")
     return "Matches the mean squared error, and its gradient, on 4 batches of different sizes."
@@ -164,9 +156,10 @@ def _pair_variants(tokens: list[Any], window: int) -> list[tuple[list[tuple[Any,
 @register("embeddings.skipgram_pairs", chapter=CHAPTER, title="Skip-gram (center, context) pairs")
 def check_skipgram_pairs(fn: Any) -> str:
     """Sentences of 1 to 9 words, windows 1 to 4, repeated words; the order is free."""
-    cases = [(["the", "cat", "sat", "on", "the", "mat"], 1), (["the", "cat", "sat", "on", "the", "mat"], 2),
-             (["a", "b", "c", "d", "e", "f", "g", "h", "i"], 3), (["alone"], 2), (["to", "be", "or", "not", "to", "be"], 4),
-             ([5, 7, 5, 9], 1)]
+    cat = ["the", "cat", "sat", "on", "the", "mat"]
+    cases: list[tuple[list[Any], int]] = [
+        (cat, 1), (cat, 2), (["a", "b", "c", "d", "e", "f", "g", "h", "i"], 3), (["alone"], 2),
+        (["to", "be", "or", "not", "to", "be"], 4), ([5, 7, 5, 9], 1)]
     for tokens, window in cases:
         label = f"skipgram_pairs({tokens!r}, window={window})"
         got = call(fn, list(tokens), window, label=label)
@@ -178,8 +171,8 @@ def check_skipgram_pairs(fn: Any) -> str:
         if any(len(p) != 2 for p in pairs):
             raise mismatch(f"{label}: every pair should hold two words, (center, context).", expected[:6], got)
         if Counter(pairs) != Counter(expected):
-            hint = next((why for variant, why in _pair_variants(tokens, window)
-                         if Counter(pairs) == Counter(variant)), "")
+            hint = known_mistake(Counter(pairs), [(Counter(variant), why) for variant, why
+                                                  in _pair_variants(tokens, window)])
             missing = sorted((Counter(expected) - Counter(pairs)).elements(), key=str)[:4]
             extra = sorted((Counter(pairs) - Counter(expected)).elements(), key=str)[:4]
             raise CheckFailed(
@@ -228,7 +221,7 @@ def check_sgns_loss(fn: Any) -> str:
         n = torch.randn(b, k, d, generator=gen) * scale
         label = f"sgns_loss(center {(b, d)}, context {(b, d)}, negatives {(b, k, d)})"
         got = _tensor_answer(fn, (v, u, n), label, reference_sgns(v, u, n),
-                             lambda v=v, u=u, n=n: _sgns_variants(v, u, n),
+                             partial(_sgns_variants, v, u, n),
                              "compute -(log σ(u_o·v_c) + Σ_k log σ(-u_k·v_c)), averaged over the batch.")
         if got.dim() != 0:
             raise CheckFailed(f"{label} should return a single number (a 0-d tensor), got shape {tuple(got.shape)}.")
@@ -285,7 +278,7 @@ def check_analogy(fn: Any) -> str:
     words = [f"w{i}" for i in range(40)]
     vectors = torch.randn(40, 8, generator=gen) * (torch.rand(40, 1, generator=gen) * 10 + 0.1)
     for q, k in [((0, 1, 2), 3), ((5, 9, 14), 5), ((21, 3, 30), 1), ((7, 8, 39), 4)]:
-        cases.append((vectors, words, tuple(words[i] for i in q), k))
+        cases.append((vectors, words, (words[q[0]], words[q[1]], words[q[2]]), k))
     for vecs, vocab, (a, b, c), k in cases:
         label = f"analogy(vectors {tuple(vecs.shape)}, words, {a!r}, {b!r}, {c!r}, k={k})"
         got = call(fn, vecs.clone(), list(vocab), a, b, c, k, label=label)
@@ -294,8 +287,8 @@ def check_analogy(fn: Any) -> str:
             raise mismatch(f"{label} should return a list of k words (strings), best first.", expected, got,
                            "turn row indices into words with words[i].")
         if not isinstance(got, list) or list(got) != expected:
-            hint = next((why for variant, why in _analogy_variants(vecs, vocab, a, b, c, k)
-                         if got == variant), "rank every word by cosine similarity with unit(b) - unit(a) + unit(c).")
+            hint = known_mistake(got, _analogy_variants(vecs, vocab, a, b, c, k)) or (
+                "rank every word by cosine similarity with unit(b) - unit(a) + unit(c).")
             if isinstance(got, list) and len(got) != k:
                 hint = f"return exactly k = {k} words."
             raise mismatch(f"{label} gave the wrong words.", expected, got, hint)

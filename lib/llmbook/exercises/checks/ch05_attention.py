@@ -14,6 +14,7 @@ axis, q/k/v taken in the wrong order) by recomputing the answer with that mistak
 from __future__ import annotations
 
 import math
+from functools import partial
 from typing import Any
 
 import torch
@@ -21,48 +22,31 @@ import torch.nn.functional as F
 
 from llmbook.attention import CausalSelfAttention
 from llmbook.config import GPTConfig
+from llmbook.exercises.compare import (
+    first_rows,
+    known_mistake,
+    same,
+    tensor_answer,
+    unchanged,
+)
 from llmbook.exercises.core import CheckFailed, call, describe, mismatch, register
 
 CHAPTER = "05"
 
-
-def _close(a: torch.Tensor, b: torch.Tensor) -> bool:
-    return (
-        isinstance(a, torch.Tensor)
-        and a.shape == b.shape
-        and bool(torch.allclose(a.double(), b.double(), rtol=1e-4, atol=1e-5, equal_nan=False))
-    )
-
-
-def _call_with_hints(fn: Any, *args: Any, label: str) -> Any:
-    """``call``, plus a hint for the errors that attention code typically raises."""
-    try:
-        return call(fn, *args, label=label)
-    except CheckFailed as failure:
-        text = str(failure)
-        hints = [
-            ("view size is not compatible",
-             ("after a transpose the tensor is no longer contiguous in memory, so .view() "
-             "refuses. Call .contiguous() before .view(...), or use .reshape(...).")),
-            ("mat1 and mat2 shapes cannot be multiplied",
-             ("check the order of a matrix product. An nn.Linear weight is stored as "
-             "(out_features, in_features), so a linear layer computes x @ weight.T + bias.")),
-            ("must match the size of tensor",
-             ("two tensors' shapes do not line up. Print the shapes of q, k, v and of your "
-             "scores; remember k.transpose(-2, -1) swaps only the last two dimensions.")),
-            ("expected a matrix", ("use k.transpose(-2, -1) rather than k.T on tensors with more "
-             "than two dimensions.")),
-        ]
-        for needle, hint in hints:
-            if needle in text:
-                raise CheckFailed(f"{text}\nHint: {hint}") from None
-        raise
-
-
-def _first_rows(t: torch.Tensor, rows: int = 2) -> list[list[float]]:
-    """The first rows of the last two dimensions, rounded: short enough for feedback."""
-    matrix = t.detach().double().reshape(-1, t.shape[-2], t.shape[-1])[0] if t.dim() >= 2 else t[None]
-    return [[round(v, 4) for v in row.tolist()[:6]] for row in matrix[:rows]]
+ERROR_HINTS = [
+    ("view size is not compatible",
+     ("after a transpose the tensor is no longer contiguous in memory, so .view() "
+      "refuses. Call .contiguous() before .view(...), or use .reshape(...).")),
+    ("mat1 and mat2 shapes cannot be multiplied",
+     ("check the order of a matrix product. An nn.Linear weight is stored as "
+      "(out_features, in_features), so a linear layer computes x @ weight.T + bias.")),
+    ("must match the size of tensor",
+     ("two tensors' shapes do not line up. Print the shapes of q, k, v and of your "
+      "scores; remember k.transpose(-2, -1) swaps only the last two dimensions.")),
+    ("expected a matrix", ("use k.transpose(-2, -1) rather than k.T on tensors with more "
+                           "than two dimensions.")),
+]
+"""The errors that attention code typically raises, and what to do about each."""
 
 
 # --------------------------------------------------------------------------- causal mask
@@ -109,11 +93,10 @@ def check_causal_mask(fn: Any) -> str:
     """Sizes 1 to 64: a (T, T) boolean lower triangle, diagonal included."""
     for t in (3, 5, 1, 2, 8, 64):
         label = f"causal_mask({t})"
-        got = _call_with_hints(fn, t, label=label)
+        got = call(fn, t, label=label, hints=ERROR_HINTS)
         expected = reference_causal_mask(t)
-        if not isinstance(got, torch.Tensor):
-            raise mismatch(f"{label} should return a torch.Tensor.", expected, got,
-                           "build it with torch operations, e.g. torch.ones and torch.tril.")
+        got = tensor_answer(got, label, expected=expected,
+                            hint="build it with torch operations, e.g. torch.ones and torch.tril.")
         if tuple(got.shape) != (t, t):
             raise mismatch(f"{label} should have shape ({t}, {t}): one row per query, one column "
                            f"per key.", expected, got)
@@ -194,16 +177,13 @@ def _attention_case(
     label = (f"scaled_dot_product(q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}, "
              f"mask={mask_text})")
     given = [t.clone() for t in (q, k, v)]
-    got = _call_with_hints(fn, *given, mask, label=label)
+    got = call(fn, *given, mask, label=label, hints=ERROR_HINTS)
     expected = reference_attention(q, k, v, mask)
     if isinstance(got, tuple):
         raise CheckFailed(f"{label} returned a tuple; return only the output tensor "
                           f"(weights @ v), of shape {tuple(expected.shape)}.")
-    if not isinstance(got, torch.Tensor):
-        raise mismatch(f"{label} should return a torch.Tensor.", expected, got)
-    if any(not torch.equal(a, b) for a, b in zip(given, (q, k, v))):
-        raise CheckFailed(f"{label} changed q, k or v in place; compute new tensors instead "
-                          f"(no `q /= ...`).")
+    got = tensor_answer(got, label, expected=expected)
+    unchanged(label, given, (q, k, v), ("q", "k", "v"))
     if tuple(got.shape) != tuple(expected.shape):
         hint = "the output has one row per query and the size of a value vector: weights @ v."
         if got.shape[-1] == k.shape[-2] and got.shape[-2] == q.shape[-2]:
@@ -211,18 +191,15 @@ def _attention_case(
                     "the output.")
         raise CheckFailed(f"{label} ({what}) returned shape {tuple(got.shape)}, expected "
                           f"{tuple(expected.shape)}.\nHint: {hint}")
-    if not _close(got, expected):
+    if not same(got, expected):
         hint = "compute softmax(q @ k.transpose(-2, -1) / math.sqrt(d)) @ v, masking before the softmax."
         if not torch.isfinite(got).all():
             hint = ("your output has nan or inf. Fill masked scores with float('-inf') only "
                     "where mask is False; a row must keep at least its own position.")
         else:
-            for variant, why in _attention_variants(q, k, v, mask):
-                if _close(got, variant):
-                    hint = why
-                    break
+            hint = known_mistake(got, _attention_variants(q, k, v, mask)) or hint
         raise mismatch(f"{label} ({what}) gave the wrong output (first rows shown).",
-                       _first_rows(expected), _first_rows(got), hint)
+                       first_rows(expected), first_rows(got), hint)
 
 
 @register("attention.scaled_dot_product", chapter=CHAPTER,
@@ -269,13 +246,13 @@ def reference_merge_heads(x: torch.Tensor) -> torch.Tensor:
 def _split_hint(x: torch.Tensor, n_head: int, got: torch.Tensor) -> str:
     b, t, c = x.shape
     d = c // n_head
-    if _close(got, x.reshape(b, n_head, t, d)):
+    if same(got, x.reshape(b, n_head, t, d)):
         return (
             "you reshaped straight to (B, n_head, T, head_dim), which mixes up tokens and "
             "heads. Reshape to (B, T, n_head, head_dim) first, then swap T and n_head with "
             ".transpose(1, 2)."
         )
-    if _close(got, x.view(b, t, d, n_head).permute(0, 3, 1, 2)):
+    if same(got, x.view(b, t, d, n_head).permute(0, 3, 1, 2)):
         return (
             "each head must get a block of neighbouring channels: head h takes channels "
             "h*head_dim to (h+1)*head_dim - 1. View as (B, T, n_head, head_dim), not "
@@ -291,19 +268,15 @@ def _check_merge(merge: Any, x: torch.Tensor, h: int, contiguous: bool) -> None:
     if contiguous:
         heads = heads.contiguous()
     label = f"merge_heads({what}split_heads(x, {h})) with x of shape {(b, t, c)}"
-    merged = _call_with_hints(merge, heads, label=label)
-    if not isinstance(merged, torch.Tensor):
-        raise mismatch(f"{label} should return a torch.Tensor.", x, merged)
-    if tuple(merged.shape) != (b, t, c):
-        raise CheckFailed(f"{label} returned shape {tuple(merged.shape)}, expected "
-                          f"{(b, t, c)} = (B, T, n_head * head_dim).")
-    if not _close(merged, x):
+    merged = tensor_answer(call(merge, heads, label=label, hints=ERROR_HINTS), label,
+                           shape=(b, t, c), expected=x, shape_hint="(B, T, n_head * head_dim).")
+    if not same(merged, x):
         hint = "transpose(1, 2) back to (B, T, n_head, head_dim) before reshaping to (B, T, C)."
-        if _close(merged, heads.reshape(b, t, c)) and h > 1:
+        if same(merged, heads.reshape(b, t, c)) and h > 1:
             hint = ("you reshaped without first swapping n_head and T back: "
                     ".transpose(1, 2), then .reshape(B, T, C) (or .contiguous().view).")
         raise mismatch(f"{label} did not give x back (first rows shown).",
-                       _first_rows(x), _first_rows(merged), hint)
+                       first_rows(x), first_rows(merged), hint)
 
 
 @register("attention.split_heads", chapter=CHAPTER,
@@ -319,19 +292,16 @@ def check_split_heads(answer: Any) -> str:
     for b, t, c, h in [(1, 3, 4, 2), (2, 5, 12, 3), (2, 4, 8, 1), (3, 7, 16, 4), (1, 1, 6, 6)]:
         x = torch.arange(b * t * c, dtype=torch.float32).reshape(b, t, c)
         label = f"split_heads(x of shape {(b, t, c)}, n_head={h})"
-        got = _call_with_hints(split, x.clone(), h, label=label)
         expected = reference_split_heads(x, h)
-        if not isinstance(got, torch.Tensor):
-            raise mismatch(f"{label} should return a torch.Tensor.", expected, got)
-        if tuple(got.shape) != tuple(expected.shape):
-            raise CheckFailed(
-                f"{label} returned shape {tuple(got.shape)}, expected {tuple(expected.shape)} "
-                f"= (B, n_head, T, head_dim) with head_dim = C // n_head = {c // h}."
-            )
-        if not _close(got, expected):
+        got = tensor_answer(
+            call(split, x.clone(), h, label=label, hints=ERROR_HINTS), label,
+            shape=expected.shape, expected=expected,
+            shape_hint=f"(B, n_head, T, head_dim) with head_dim = C // n_head = {c // h}.",
+        )
+        if not same(got, expected):
             raise mismatch(f"{label} put the numbers in the wrong places (x holds 0, 1, 2, ... so "
                            f"you can trace them; first rows of batch 0, head 0 shown).",
-                           _first_rows(expected), _first_rows(got), _split_hint(x, h, got))
+                           first_rows(expected), first_rows(got), _split_hint(x, h, got))
         # Attention's output is a fresh, contiguous (B, n_head, T, head_dim) tensor; the
         # split view is not contiguous. merge_heads must handle both.
         for contiguous in (False, True):
@@ -415,22 +385,17 @@ def check_multi_head(fn: Any) -> str:
         label = (f"multi_head_attention(x of shape {(b, t, c)}, w_attn {(3 * c, c)}, "
                  f"b_attn {(3 * c,)}, w_proj {(c, c)}, b_proj {(c,)}, n_head={h})")
         with torch.no_grad():
-            got = _call_with_hints(fn, *args, h, label=label)
-        if not isinstance(got, torch.Tensor):
-            raise mismatch(f"{label} should return a torch.Tensor.", expected, got)
-        if tuple(got.shape) != (b, t, c):
-            raise CheckFailed(f"{label} returned shape {tuple(got.shape)}, expected {(b, t, c)}: "
-                              f"one output vector of n_embd numbers per token.")
-        if not _close(got, expected):
-            hint = ("follow the steps: project, split into q, k, v, split heads, scaled and "
-                    "masked attention, merge heads, output projection.")
-            for mistake, why in _MHA_MISTAKES:
-                if _close(got, _mha(x, w_attn, b_attn, w_proj, b_proj, h, **mistake)):
-                    hint = why
-                    break
+            got = call(fn, *args, h, label=label, hints=ERROR_HINTS)
+        got = tensor_answer(got, label, shape=(b, t, c), expected=expected,
+                            shape_hint="one output vector of n_embd numbers per token.")
+        if not same(got, expected):
+            mistakes = [(partial(_mha, **mistake), why) for mistake, why in _MHA_MISTAKES]
+            hint = known_mistake(got, mistakes, x, w_attn, b_attn, w_proj, b_proj, h) or (
+                "follow the steps: project, split into q, k, v, split heads, scaled and "
+                "masked attention, merge heads, output projection.")
             raise mismatch(f"{label} does not match llmbook's CausalSelfAttention with the same "
                            f"weights (first rows of the first sequence shown).",
-                           _first_rows(expected), _first_rows(got), hint)
+                           first_rows(expected), first_rows(got), hint)
     return ("Your multi-head attention matches llmbook.attention.CausalSelfAttention to float "
             "precision on 5 shapes (1 to 6 heads, 1 to 9 tokens, batches of 1 to 3).")
 

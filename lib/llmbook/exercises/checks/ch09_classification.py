@@ -18,7 +18,15 @@ import torch
 
 from llmbook.classification import GPTClassifier
 from llmbook.config import GPTConfig
-from llmbook.exercises.core import CheckFailed, call, describe, is_int, mismatch, register
+from llmbook.exercises.compare import (
+    is_int,
+    known_mistake,
+    same,
+    tensor_answer,
+    unchanged,
+    whole_number,
+)
+from llmbook.exercises.core import CheckFailed, call, describe, mismatch, register
 from llmbook.model import GPT
 
 CHAPTER = "09"
@@ -57,15 +65,15 @@ def _check_balanced(fn: Any, labels: list[int], seed: int, what: str) -> list[in
             f"e.g. rng.sample(indices_of_that_class, n), so no example is used twice."
         )
     kept = Counter(labels[i] for i in got)
-    expected = {c: n for c in sorted(counts)}
+    expected = dict.fromkeys(sorted(counts), n)
     if dict(sorted(kept.items())) != expected:
         hint = f"every class should keep exactly n = {n} examples, the size of the rarest class."
         if kept == counts:
             hint = "you kept everything: undersample the larger classes down to the size of the rarest one."
         elif len(got) == n:
             hint = f"you returned {n} indices in all; keep n = {n} from *each* class ({n * len(counts)} in all)."
-        raise mismatch(f"{label}: wrong number of examples per class (class: count).", expected, dict(sorted(kept.items())),
-                       hint)
+        raise mismatch(f"{label}: wrong number of examples per class (class: count).", expected,
+                       dict(sorted(kept.items())), hint)
     rare = [c for c, k in counts.items() if k == n]
     if len(rare) == 1:
         missing = [i for i, y in enumerate(labels) if y == rare[0] and i not in set(got)]
@@ -99,7 +107,7 @@ def check_balanced_indices(fn: Any) -> str:
     labels = [0] * 60 + [1] * 10
     draws = {tuple(_check_balanced(fn, labels, seed, "60 ham and 10 spam")) for seed in range(4)}
     if len(draws) == 1:
-        first = tuple(sorted([i for i in range(60)][:10] + list(range(60, 70))))
+        first = tuple(sorted([*range(10), *range(60, 70)]))
         hint = "the seed has no effect on which examples you keep."
         if first in draws:
             hint = ("you kept the first n examples of each class. Draw them at random instead, "
@@ -150,24 +158,19 @@ def check_last_token_pool(fn: Any) -> str:
     for hidden, mask, lengths in cases:
         label = f"pool_last(hidden {tuple(hidden.shape)}, mask of rows with {lengths} real tokens)"
         given_h, given_m = hidden.clone(), mask.clone()
-        got = call(fn, given_h, given_m, label=label)
         expected = reference_pool_last(hidden, mask)
-        if not isinstance(got, torch.Tensor):
-            raise mismatch(f"{label} should return a torch.Tensor.", expected, got)
-        if not (torch.equal(given_h, hidden) and torch.equal(given_m, mask)):
-            raise CheckFailed(f"{label} changed hidden or mask in place; leave the inputs as they are.")
+        got = tensor_answer(call(fn, given_h, given_m, label=label), label, expected=expected)
+        unchanged(label, [given_h, given_m], [hidden, mask], ("hidden", "mask"))
         if tuple(got.shape) != tuple(expected.shape):
             hint = "one vector per row: shape (batch, channels)."
             if got.dim() == 3 and got.shape[1] == 1:
                 hint = "drop the time dimension: the result is (batch, channels), not (batch, 1, channels)."
             raise CheckFailed(f"{label} returned shape {tuple(got.shape)}, expected {tuple(expected.shape)}.\n"
                               f"Hint: {hint}")
-        if not torch.allclose(got.double(), expected.double(), atol=1e-6):
-            hint = "row i's answer is hidden[i, n_i - 1], where n_i = mask[i].sum() is its number of real tokens."
-            for wrong, why in _pool_mistakes(hidden, mask):
-                if wrong.shape == got.shape and torch.allclose(got.double(), wrong.double(), atol=1e-6):
-                    hint = why
-                    break
+        if not same(got, expected, atol=1e-6):
+            hint = known_mistake(got, _pool_mistakes(hidden, mask), atol=1e-6) or (
+                "row i's answer is hidden[i, n_i - 1], where n_i = mask[i].sum() is its number "
+                "of real tokens.")
             raise mismatch(f"{label} picked the wrong positions (first numbers of each row shown).",
                            expected[:, :3], got[:, :3], hint)
     return ("Correct on 4 batches: each row's hidden state at its last real token, whether the row "
@@ -181,7 +184,7 @@ def reference_confusion(logits: torch.Tensor, labels: torch.Tensor) -> torch.Ten
     n = logits.shape[-1]
     preds = logits.argmax(dim=-1)
     out = torch.zeros(n, n, dtype=torch.long)
-    for t, p in zip(labels.tolist(), preds.tolist()):
+    for t, p in zip(labels.tolist(), preds.tolist(), strict=True):
         out[t, p] += 1
     return out
 
@@ -211,10 +214,9 @@ def check_confusion_from_logits(fn: Any) -> str:
     ]
     for logits, labels, what in cases:
         label = f"confusion_from_logits(logits {tuple(logits.shape)}, labels {labels.tolist()}) ({what})"
-        got = call(fn, logits.clone(), labels.clone(), label=label)
         expected = reference_confusion(logits, labels)
-        if not isinstance(got, torch.Tensor):
-            raise mismatch(f"{label} should return a torch.Tensor.", expected, got)
+        got = tensor_answer(call(fn, logits.clone(), labels.clone(), label=label), label,
+                            expected=expected)
         if tuple(got.shape) != tuple(expected.shape):
             hint = "the matrix is (n_classes, n_classes) with n_classes = logits.shape[-1]."
             if got.shape[0] < expected.shape[0]:
@@ -283,11 +285,10 @@ def check_freeze_all_but_head(fn: Any) -> str:
             else:
                 hint = ("freeze every parameter of the GPT (model.gpt.parameters()) and leave only "
                         "model.head's weight and bias trainable.")
-            shown = trainable if len(trainable) <= 6 else trainable[:6] + [f"... ({len(trainable)} in all)"]
+            shown = trainable if len(trainable) <= 6 else [*trainable[:6], f"... ({len(trainable)} in all)"]
             raise mismatch(f"{label} left the wrong parameters trainable.", expected_names, shown, hint)
-        if not is_int(got):
-            hint = "return the number of trainable parameters as an int, e.g. sum(p.numel() for p in ...)."
-            raise mismatch(f"{label} should return an int.", expected_count, got, hint)
+        got = whole_number(got, label, expected_count, hint="return the number of trainable "
+                           "parameters as an int, e.g. sum(p.numel() for p in ...).")
         if got != expected_count:
             total = sum(p.numel() for p in model.parameters())
             hint = "count the numbers inside the trainable tensors: sum(p.numel() for p in params if p.requires_grad)."

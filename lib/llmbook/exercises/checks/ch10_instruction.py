@@ -18,7 +18,17 @@ from typing import Any
 
 import torch
 
-from llmbook.exercises.core import CheckFailed, call, close, describe, mismatch, register
+from llmbook.exercises.compare import (
+    close,
+    first_difference,
+    known_mistake,
+    number,
+    same,
+    tensor_answer,
+    tensor_tuple,
+    token_ids,
+)
+from llmbook.exercises.core import CheckFailed, call, mismatch, register
 from llmbook.finetune import ALPACA_PREAMBLE, format_prompt
 from llmbook.finetune import masked_targets as reference_masked_targets
 from llmbook.finetune import pad_batch as reference_pad_batch
@@ -42,12 +52,6 @@ PROMPT_CASES: list[dict[str, str]] = [
 ]
 
 
-def _first_difference(expected: str, got: str) -> str:
-    i = next((k for k, (a, b) in enumerate(zip(expected, got)) if a != b), min(len(expected), len(got)))
-    return (f"the texts differ from character {i}: expected {expected[i:i + 25]!r}, "
-            f"got {got[i:i + 25]!r}")
-
-
 def _prompt_hint(entry: dict[str, str], got: str) -> str:
     expected = format_prompt(entry)
     if entry["output"] and got.rstrip().endswith(entry["output"]):
@@ -66,7 +70,7 @@ def _prompt_hint(entry: dict[str, str], got: str) -> str:
                 "and its text are separated by one '\\n'.")
     if got.strip() == expected.strip():
         return "the words are right but there is extra or missing whitespace at the start or end."
-    return _first_difference(expected, got)
+    return first_difference(expected, got)
 
 
 @register("instruction.alpaca_prompt", chapter=CHAPTER, title="The Alpaca prompt")
@@ -92,22 +96,14 @@ MASK_CASES: list[tuple[list[int], int]] = [
     ([10, 11, 12, 13, 20, 21, 256], 4),
     ([5, 6, 7, 8, 9], 1),
     ([1, 2, 3, 4, 5, 6, 7, 8], 7),
-    (list(range(30, 60)) + [256], 22),
+    ([*range(30, 60), 256], 22),
 ]
 
 
 def _as_pair(out: Any, label: str, names: tuple[str, str] = ("x", "y")) -> tuple[torch.Tensor, torch.Tensor]:
-    if not (isinstance(out, tuple | list) and len(out) == 2):
-        raise CheckFailed(f"{label} should return a pair ({names[0]}, {names[1]}) of tensors, but returned "
-                          f"{describe(out)}.")
-    x, y = out
+    x, y = tensor_tuple(out, label, names, hint="build each with torch.tensor(..., dtype=torch.long).")
     for name, t in zip(names, (x, y), strict=True):
-        if not isinstance(t, torch.Tensor):
-            raise CheckFailed(f"{label}: {name} should be a torch.Tensor, got {describe(t)}.\n"
-                              f"Hint: build it with torch.tensor(..., dtype=torch.long).")
-        if t.dtype != torch.long:
-            raise CheckFailed(f"{label}: {name} has dtype {t.dtype}; token ids and targets must be "
-                              f"torch.long (cross-entropy needs integer class indices).")
+        token_ids(t, label, name)
     return x, y
 
 
@@ -277,19 +273,17 @@ def check_rouge_l(fn: Any) -> str:
     for pred_text, ref_text in ROUGE_CASES:
         pred, ref = pred_text.split(), ref_text.split()
         label = f"rouge_l({_short(pred)}, {_short(ref)})"
-        got = call(fn, list(pred), list(ref), label=label)
         expected = reference_rouge_l(pred, ref)
-        if isinstance(got, torch.Tensor) and got.numel() == 1:
-            got = got.item()
-        if not isinstance(got, int | float) or isinstance(got, bool):
-            raise mismatch(f"{label} should return a number.", expected, got)
-        if not close(float(got), expected, rel=1e-6, abs_=1e-9):
-            hint = next((why for value, why in _rouge_variants(pred, ref) if close(float(got), value)), None)
+        got = number(call(fn, list(pred), list(ref), label=label), label, expected)
+        if not close(float(got), expected):
+            hint = known_mistake(float(got), _rouge_variants(pred, ref))
             if hint is None and not (pred and ref):
                 hint = ("when one list is empty nothing is shared: return 0.0; when both are empty "
                         "they agree: return 1.0 (and never divide by zero).")
+            hint = hint or ("LCS by dynamic programming, then P = LCS/len(prediction), "
+                            "R = LCS/len(reference), F1 = 2PR/(P+R).")
             raise CheckFailed(f"{label} is wrong.\n  expected: {expected:.6f}\n  got:      {float(got):.6f}\n"
-                              f"Hint: {hint or 'LCS by dynamic programming, then P = LCS/len(prediction), R = LCS/len(reference), F1 = 2PR/(P+R).'}")
+                              f"Hint: {hint}")
     return "Correct on every pair, including reordered words, empty answers and long lists."
 
 
@@ -310,7 +304,8 @@ def reference_lora_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Te
         return lora(x)
 
 
-def _lora_mistakes(x, weight, bias, A, B, alpha) -> list[tuple[Callable[[], torch.Tensor], str]]:
+def _lora_mistakes(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, A: torch.Tensor,
+                   B: torch.Tensor, alpha: float) -> list[tuple[Callable[[], torch.Tensor], str]]:
     r = A.shape[0]
     base = x @ weight.T + (bias if bias is not None else 0)
     low = (x @ A.T) @ B.T
@@ -343,13 +338,12 @@ def check_lora_forward(fn: Any) -> str:
         args = (x.clone(), weight.clone(), None if bias is None else bias.clone(), A.clone(), B.clone(), alpha)
         got = call(fn, *args, label=label)
         expected = reference_lora_forward(x, weight, bias, A, B, alpha)
-        if not isinstance(got, torch.Tensor) or tuple(got.shape) != tuple(expected.shape):
-            raise mismatch(f"{label} should return a tensor of shape {tuple(expected.shape)}.", expected, got,
-                           "x @ weight.T has the last dimension out_features; (x @ A.T) @ B.T must too.")
-        if not torch.allclose(got.double(), expected.double(), rtol=1e-4, atol=1e-5):
-            hint = next((why for wrong, why in _lora_mistakes(x, weight, bias, A, B, alpha)
-                         if torch.allclose(got.double(), wrong().double(), rtol=1e-4, atol=1e-5)),
-                        "y = x @ weight.T + bias + (alpha / r) * (x @ A.T) @ B.T, with r = A.shape[0].")
+        got = tensor_answer(got, label, shape=expected.shape, expected=expected,
+                            hint="x @ weight.T has the last dimension out_features; (x @ A.T) @ B.T "
+                                 "must too.")
+        if not same(got, expected):
+            hint = known_mistake(got, _lora_mistakes(x, weight, bias, A, B, alpha)) or (
+                "y = x @ weight.T + bias + (alpha / r) * (x @ A.T) @ B.T, with r = A.shape[0].")
             raise mismatch(f"{label} is wrong.", expected, got, hint)
     return ("Correct: the frozen layer's output plus the low-rank update (alpha / r) · B A x, "
             "for batched inputs, every rank and with or without a bias.")

@@ -15,42 +15,24 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Callable, Iterator
+from functools import partial
 from typing import Any
 
 import torch
 
-from llmbook.exercises.core import CheckFailed, call, describe, mismatch, register
+from llmbook.exercises.compare import first_row, known_mistake, same, tensor_answer, unchanged
+from llmbook.exercises.core import CheckFailed, call, mismatch, register
 
 CHAPTER = "06"
+ATOL = 1e-4  # these references are computed in float64, the answers usually in float32
 
 
 def _as_tensor(value: Any, label: str) -> torch.Tensor:
     """The learner's result as a tensor (NumPy arrays are accepted), or a clear failure."""
-    if isinstance(value, torch.Tensor):
-        return value
     if type(value).__module__ == "numpy":
-        return torch.as_tensor(value)
-    raise CheckFailed(
-        f"{label} should return a torch tensor, but returned {describe(value)}.\n"
-        f"Hint: build the result with torch operations and `return` it."
-    )
-
-
-def _same(a: torch.Tensor, b: torch.Tensor, atol: float = 1e-4) -> bool:
-    return a.shape == b.shape and torch.allclose(a.double(), b.double(), atol=atol, rtol=1e-4)
-
-
-def _row(t: torch.Tensor, width: int, n: int = 6) -> list[float]:
-    """The first few numbers of the first vector, rounded, for feedback."""
-    return [round(float(v), 4) for v in t.reshape(-1, width)[0][:n]]
-
-
-def _unchanged(before: torch.Tensor, after: torch.Tensor, label: str, name: str) -> None:
-    if not torch.equal(before, after):
-        raise CheckFailed(
-            f"{label} changed its argument `{name}` in place. A function like this must leave its "
-            f"inputs as they were: use `y = x - ...` rather than `x -= ...` or `x.sub_(...)`."
-        )
+        value = torch.as_tensor(value)
+    return tensor_answer(value, label, hint="build the result with torch operations and "
+                                            "`return` it.")
 
 
 # --------------------------------------------------------------------------- positional encoding
@@ -105,14 +87,14 @@ def _pe_hint(got: torch.Tensor, n: int, d: int) -> str:
          ("column 2i + 1 must use the same frequency as column 2i (a sin and a cos of the same "
          "angle make a pair); you gave the cos columns the exponent (2i + 1) / d_model.")),
     ]
-    for variant, why in variants:
-        if _same(got, variant.float()):
-            return why
+    hint = known_mistake(got, [(variant.float(), why) for variant, why in variants], atol=ATOL)
+    if hint:
+        return hint
     if got.shape == (n, d) and d % 2 == 1:
         even = reference_sinusoidal(n, d + 1)[:, :d]
-        if _same(got, even.float()):
+        if same(got, even.float(), atol=ATOL):
             return "close, but not for odd d_model."
-    if got.shape == (n, d) and torch.allclose(got[0].double(), reference_sinusoidal(1, d)[0], atol=1e-4):
+    if got.shape == (n, d) and same(got[0], reference_sinusoidal(1, d)[0], atol=ATOL):
         return (
             "position 0 is right (sin 0 = 0, cos 0 = 1) but later positions are not: check the "
             "angle pos / 10000 ** (2i / d_model) for each pair of columns."
@@ -140,8 +122,8 @@ def check_sinusoidal_encoding(fn: Any) -> str:
         if not got.is_floating_point():
             raise mismatch(f"{label} should hold floats.", expected, got,
                            "create the tensor with dtype=torch.float32 (torch.arange of ints gives ints).")
-        if not _same(got, expected):
-            if d % 2 == 1 and _same(got[:, : d - 1], expected[:, : d - 1]):
+        if not same(got, expected, atol=ATOL):
+            if d % 2 == 1 and same(got[:, : d - 1], expected[:, : d - 1], atol=ATOL):
                 raise mismatch(
                     f"{label}: the first {d - 1} columns are right, the last one is not.", expected, got,
                     "with an odd d_model the last column (an even index, 2i = d_model - 1) is a sin "
@@ -186,8 +168,8 @@ def _no_library_layer_norm() -> Iterator[None]:
         )
 
     saved = F.layer_norm, torch.layer_norm
-    F.layer_norm = refuse
-    torch.layer_norm = refuse
+    F.layer_norm = refuse  # type: ignore[assignment]
+    torch.layer_norm = refuse  # type: ignore[assignment]
     try:
         yield
     finally:
@@ -195,7 +177,7 @@ def _no_library_layer_norm() -> Iterator[None]:
 
 
 def _ln_hint(got: torch.Tensor, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, eps: float) -> str:
-    variants = [
+    variants: list[tuple[dict[str, Any], str]] = [
         ({"unbiased": True},
          ("you used the unbiased variance (dividing by n - 1). torch.var and torch.std do that by "
          "default; layer norm divides by n: pass unbiased=False (or correction=0), or use "
@@ -213,11 +195,10 @@ def _ln_hint(got: torch.Tensor, x: torch.Tensor, w: torch.Tensor, b: torch.Tenso
          ("you normalised over the first dimension (across the batch, like batch norm); layer "
          "norm normalises over the last dimension: mean(dim=-1, keepdim=True).")),
     ]
-    for kwargs, why in variants:
-        variant = reference_layer_norm(x, w, b, eps, **kwargs)
-        if variant.shape == got.shape and torch.allclose(got.double(), variant, atol=1e-4, rtol=1e-4):
-            return why
-    return "LN(x) = weight * (x - mean) / sqrt(var + eps) + bias, with mean and var over the last dimension."
+    mistakes = [(partial(reference_layer_norm, **kwargs), why) for kwargs, why in variants]
+    return known_mistake(got, mistakes, x, w, b, eps, atol=ATOL) or (
+        "LN(x) = weight * (x - mean) / sqrt(var + eps) + bias, with mean and var over the last "
+        "dimension.")
 
 
 @register(
@@ -240,8 +221,7 @@ def check_layer_norm(fn: Any) -> str:
         with _no_library_layer_norm():
             got = call(fn, x, w, b, eps, label=label)
         got = _as_tensor(got, label)
-        for before, after, name in zip(copies, (x, w, b), ("x", "weight", "bias")):
-            _unchanged(before, after, label, name)
+        unchanged(label, (x, w, b), copies, ("x", "weight", "bias"))
         expected = reference_layer_norm(x, w, b, eps).float()
         if got.shape != expected.shape:
             raise mismatch(f"{label} should have the same shape as x.", expected, got,
@@ -250,10 +230,10 @@ def check_layer_norm(fn: Any) -> str:
             raise mismatch(f"{label} returned nan or inf.", expected, got,
                            "a constant vector has variance 0: eps inside the square root keeps the "
                            "division finite, sqrt(var + eps).")
-        if not torch.allclose(got.double(), expected.double(), atol=1e-4, rtol=1e-4):
+        if not same(got, expected, atol=ATOL):
             raise CheckFailed(
-                f"{label} is wrong.\n  expected (first row): {_row(expected, shape[-1])}\n"
-                f"  got      (first row): {_row(got, shape[-1])}\n"
+                f"{label} is wrong.\n  expected (first row): {first_row(expected, 6)}\n"
+                f"  got      (first row): {first_row(got, 6)}\n"
                 f"Hint: {_ln_hint(got, x, w, b, eps)}"
             )
     return (
@@ -295,10 +275,8 @@ def _mask_hint(got: torch.Tensor, ids: torch.Tensor, pad_id: int) -> str:
          "has shape (B, 1, 1, T) so that it broadcasts over the query dimension.")),
         (causal | real_keys, "combine the two masks with & (both must allow a look), not |."),
     ]
-    for variant, why in variants:
-        if got.shape == variant.shape and torch.equal(got.bool(), variant):
-            return why
-    return "mask[b, 0, i, j] is True exactly when j <= i and ids[b, j] != pad_id."
+    return known_mistake(got.bool(), variants) or (
+        "mask[b, 0, i, j] is True exactly when j <= i and ids[b, j] != pad_id.")
 
 
 @register(
@@ -319,7 +297,7 @@ def check_decoder_mask(fn: Any) -> str:
         label = f"decoder_mask(torch.tensor({ids.tolist()}), pad_id={pad_id})"
         before = ids.clone()
         got = _as_tensor(call(fn, ids, pad_id, label=label), label)
-        _unchanged(before, ids, label, "ids")
+        unchanged(label, [ids], [before], ["ids"])
         expected = reference_decoder_mask(ids, pad_id)
         B, T = ids.shape
         if got.shape != expected.shape:
@@ -403,13 +381,9 @@ def _xattn_hint(got: torch.Tensor, args: tuple) -> str:
             lambda: ref(memory, x, w_q, w_k, w_v, w_o, n_head, mask),
             "x and memory are swapped: queries come from x, keys and values from memory.",
         ))
-    for variant, why in variants:
-        try:
-            value = variant()
-        except RuntimeError:
-            continue
-        if value.shape == got.shape and torch.allclose(got.double(), value, atol=1e-4, rtol=1e-4):
-            return why
+    hint = known_mistake(got, variants, atol=ATOL)
+    if hint:
+        return hint
     return (
         "q = x @ w_q, k = memory @ w_k, v = memory @ w_v; split into heads; softmax(q k^T / "
         "sqrt(head_dim)) with -inf where the mask is False; weights @ v; merge the heads; @ w_o."
@@ -449,9 +423,7 @@ def check_cross_attention(fn: Any) -> str:
                  f"n_head={n_head}, memory_mask={mask_text})")
         copies = [a.clone() if isinstance(a, torch.Tensor) else a for a in args]
         got = _as_tensor(call(fn, *args, label=label), label)
-        for before, after, name in zip(copies, args, ("x", "memory", "w_q", "w_k", "w_v", "w_o")):
-            if isinstance(before, torch.Tensor):
-                _unchanged(before, after, label, name)
+        unchanged(label, args[:6], copies[:6], ("x", "memory", "w_q", "w_k", "w_v", "w_o"))
         expected = reference_cross_attention(*args).float()
         if got.shape != expected.shape:
             if got.shape == memory.shape and memory.shape != x.shape:
@@ -464,16 +436,17 @@ def check_cross_attention(fn: Any) -> str:
             hint = ("masked scores become -inf and softmax turns them into 0; a nan usually means "
                     "a whole row of scores was masked.")
             if mask is not None:
-                inverted = reference_cross_attention(x, memory, *args[2:6], n_head, ~mask)
+                w_q, w_k, w_v, w_o = args[2:6]
+                inverted = reference_cross_attention(x, memory, w_q, w_k, w_v, w_o, n_head, ~mask)
                 if torch.equal(torch.isnan(inverted), torch.isnan(got)):
                     hint = ("the mask is used upside down: True means 'may look', so fill -inf where "
                             "the mask is False (~memory_mask). With the mask inverted, a sequence "
                             "without padding has every key hidden, and softmax of all -inf is nan.")
             raise mismatch(f"{label} returned nan or inf.", expected, got, hint)
-        if not torch.allclose(got.double(), expected.double(), atol=1e-4, rtol=1e-4):
+        if not same(got, expected, atol=ATOL):
             raise CheckFailed(
-                f"{label} is wrong.\n  expected (first row): {_row(expected, expected.shape[-1])}\n"
-                f"  got      (first row): {_row(got, got.shape[-1])}\n"
+                f"{label} is wrong.\n  expected (first row): {first_row(expected, 6)}\n"
+                f"  got      (first row): {first_row(got, 6)}\n"
                 f"Hint: {_xattn_hint(got, args)}"
             )
     return (

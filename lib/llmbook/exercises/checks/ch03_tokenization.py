@@ -4,7 +4,7 @@ Four small functions carry the chapter: counting adjacent pairs (the statistic B
 maximises), applying one merge to a token list, measuring how well a tokenizer
 compresses text (UTF-8 bytes per token, over several documents), and cutting a token
 stream into (input, target) training windows with a stride. Each check compares the
-learner's function with a reference (``llmbook.bpe`` and ``llmbook.data.TokenWindows``)
+learner's function with a reference (``llmbook.bpe`` and ``llmbook.datasets.TokenWindows``)
 on ordinary and edge-case inputs and, when they differ, names the input, shows what was
 expected and what came back, and recognises the usual mistakes by recomputing the answer
 with that mistake built in.
@@ -20,8 +20,9 @@ from typing import Any
 import torch
 
 from llmbook.bpe import merge_pair, pair_counts
-from llmbook.data import TokenWindows
-from llmbook.exercises.core import CheckFailed, call, close, mismatch, register
+from llmbook.datasets import TokenWindows
+from llmbook.exercises.compare import close, known_mistake, number, unchanged
+from llmbook.exercises.core import CheckFailed, call, mismatch, register
 
 CHAPTER = "03"
 
@@ -32,7 +33,7 @@ CHAPTER = "03"
 def _pair_mistakes(ids: list[int]) -> list[tuple[dict, str]]:
     """What the usual mistakes compute for ``count_pairs(ids)``, with the hint that fixes each."""
     wrapped = Counter(pairwise(ids + ids[:1])) if ids else Counter()
-    non_overlapping = Counter(zip(ids[::2], ids[1::2]))
+    non_overlapping = Counter(zip(ids[::2], ids[1::2], strict=False))
     short = Counter(pairwise(ids[:-1]))
     unordered = Counter(tuple(sorted(p)) for p in pairwise(ids))
     return [
@@ -72,11 +73,8 @@ def check_count_pairs(fn: Any) -> str:
                            "use tuples such as (ids[i], ids[i + 1]) as keys.")
         cleaned = {k: v for k, v in got.items() if v != 0}
         if cleaned != expected:
-            hint = "count every adjacent pair (ids[i], ids[i + 1]) for i from 0 to len(ids) - 2."
-            for wrong, why in _pair_mistakes(ids):
-                if cleaned == wrong:
-                    hint = why
-                    break
+            hint = known_mistake(cleaned, _pair_mistakes(ids)) or (
+                "count every adjacent pair (ids[i], ids[i + 1]) for i from 0 to len(ids) - 2.")
             if len(ids) > 8:
                 diff = {p: (expected.get(p, 0), got.get(p, 0))
                         for p in set(expected) | set(got) if expected.get(p, 0) != got.get(p, 0)}
@@ -95,7 +93,7 @@ def _merge_mistakes(ids: list[int], pair: tuple[int, int], new_id: int) -> list[
     def first_only() -> list[int]:
         for i in range(len(ids) - 1):
             if (ids[i], ids[i + 1]) == pair:
-                return ids[:i] + [new_id] + ids[i + 2 :]
+                return [*ids[:i], new_id, *ids[i + 2 :]]
         return list(ids)
 
     def overlapping() -> list[int]:  # new_id where the pair starts, but nothing skipped
@@ -147,21 +145,16 @@ def check_merge(fn: Any) -> str:
         given = list(ids)
         got = call(fn, given, pair, new_id, label=label)
         expected = merge_pair(ids, pair, new_id)
-        if given != ids:
-            raise CheckFailed(f"{label} changed the list it was given to {given}; build and "
-                              f"return a new list instead, leaving the input as it was.")
+        unchanged(label, [given], [ids], ["ids"])
         if isinstance(got, tuple):
             got = list(got)
         if not isinstance(got, list):
             raise mismatch(f"{label} should return a list of ids.", expected, got,
                            "collect the ids in a new list and return it.")
         if got != expected:
-            hint = ("walk through ids with an index i: where (ids[i], ids[i + 1]) == pair, "
-                    "append new_id and move on by 2; otherwise append ids[i] and move on by 1.")
-            for wrong, why in _merge_mistakes(ids, pair, new_id):
-                if got == wrong:
-                    hint = why
-                    break
+            hint = known_mistake(got, _merge_mistakes(ids, pair, new_id)) or (
+                "walk through ids with an index i: where (ids[i], ids[i + 1]) == pair, "
+                "append new_id and move on by 2; otherwise append ids[i] and move on by 1.")
             raise mismatch(f"{label} gave the wrong list.", expected, got, hint)
     return (f"Correct on {len(cases)} cases: repeated and overlapping pairs, a pair at the "
             f"start, middle and end, no occurrence, one id, an empty list; the input is untouched.")
@@ -194,14 +187,10 @@ def check_bytes_per_token(fn: Any) -> str:
             label = f"bytes_per_token({docs!r}, encode) with {name}"
             if len(label) > 200:
                 label = f"bytes_per_token([{len(docs)} documents], encode) with {name}"
-            got = call(fn, list(docs), encode, label=label)
             n_bytes = sum(len(d.encode("utf-8")) for d in docs)
             n_tokens = sum(len(encode(d)) for d in docs)
             expected = n_bytes / n_tokens
-            if isinstance(got, torch.Tensor) and got.numel() == 1:
-                got = got.item()
-            if not isinstance(got, (int, float)) or isinstance(got, bool):
-                raise mismatch(f"{label} should return a number.", expected, got)
+            got = number(call(fn, list(docs), encode, label=label), label, expected)
             if close(got, expected, rel=1e-9):
                 continue
             n_chars = sum(len(d) for d in docs)
@@ -229,7 +218,7 @@ def check_bytes_per_token(fn: Any) -> str:
 def reference_windows(tokens: list[int], context_length: int, stride: int
                       ) -> tuple[torch.Tensor, torch.Tensor]:
     ds = TokenWindows(tokens, context_length, stride)
-    xs, ys = zip(*(ds[i] for i in range(len(ds))))
+    xs, ys = zip(*(ds[i] for i in range(len(ds))), strict=True)
     return torch.stack(xs), torch.stack(ys)
 
 
@@ -249,17 +238,13 @@ _RAGGED = ("a window came out shorter than context_length: one window too many. 
 @register("tokenization.windows", chapter=CHAPTER,
           title="Training windows: inputs and targets with a stride")
 def check_windows(fn: Any) -> str:
-    """Compared with ``llmbook.data.TokenWindows`` for strides below, at and above the context."""
+    """Compared with ``llmbook.datasets.TokenWindows`` for strides below, at and above the context."""
     cases = [(list(range(10)), 4, 4), (list(range(10)), 4, 1), (list(range(11)), 3, 2),
              (list(range(100, 109)), 4, 4), (list(range(5)), 4, 1), (list(range(20)), 2, 5)]
     for tokens, t, s in cases:
         label = f"make_windows({tokens}, context_length={t}, stride={s})"
-        try:
-            got = call(fn, list(tokens), t, s, label=label)
-        except CheckFailed as failure:
-            if "expected sequence of length" in str(failure):
-                raise CheckFailed(f"{failure}\nHint: {_RAGGED}") from None
-            raise
+        got = call(fn, list(tokens), t, s, label=label,
+                   hints=[("expected sequence of length", _RAGGED)])
         x_ref, y_ref = reference_windows(tokens, t, s)
         if not (isinstance(got, (tuple, list)) and len(got) == 2):
             raise mismatch(f"{label} should return a pair (inputs, targets).", (x_ref, y_ref), got,
@@ -299,5 +284,5 @@ def check_windows(fn: Any) -> str:
                 hint = ("the targets are shifted the wrong way: the target of position j is "
                         "token j + 1.")
             raise mismatch(f"{label}: the targets are wrong.", y_ref.tolist(), y.tolist(), hint)
-    return (f"Matches llmbook.data.TokenWindows on {len(cases)} cases: strides smaller than, "
+    return (f"Matches llmbook.datasets.TokenWindows on {len(cases)} cases: strides smaller than, "
             f"equal to and larger than the context, and a stream with room for one window only.")

@@ -13,36 +13,15 @@ computing the mistake and comparing).
 from __future__ import annotations
 
 import math
-import numbers
-from collections.abc import Callable
 from typing import Any
 
 import torch
 
-from llmbook.exercises.core import CheckFailed, NotWritten, call, close, describe, register
+from llmbook.exercises.compare import Mistake, close, known_mistake, number, same, unchanged
+from llmbook.exercises.core import CheckFailed, NotWritten, call, describe, register
 
 CHAPTER = "12"
 SECONDS_PER_DAY = 86_400
-Mistake = tuple[Callable[..., Any], str]
-
-
-def _number(value: Any, label: str) -> float:
-    """The learner's answer as a float, or feedback saying what was returned instead."""
-    if isinstance(value, torch.Tensor) and value.numel() == 1:
-        value = value.item()
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise CheckFailed(f"{label} should return a number, but returned {describe(value)}.")
-    if not math.isfinite(value):
-        raise CheckFailed(f"{label} returned {value!r}; a finite number was expected.")
-    return float(value)
-
-
-def _which(got: float, mistakes: list[Mistake], *args: Any) -> str | None:
-    """The explanation of the first known mistake whose value matches ``got``."""
-    for wrong, why in mistakes:
-        if close(got, float(wrong(*args)), rel=1e-6):
-            return why
-    return None
 
 
 # --------------------------------------------------------------------------- rank shard
@@ -82,24 +61,17 @@ def check_rank_shard(fn: Any) -> str:
             label = f"rank_shard(batch={batch.tolist()}, rank={rank}, world_size={world})"
             given = batch.clone()
             got = call(fn, given, rank, world, label=label)
-            if not torch.equal(given, batch):
-                raise CheckFailed(f"{label} changed the batch it was given; return a slice and leave "
-                                  f"the batch as it is.")
+            unchanged(label, [given], [batch], ["batch"])
             try:
                 got_t = torch.as_tensor(got)
             except Exception:  # noqa: BLE001 - anything that is not a sequence of indices
                 raise CheckFailed(f"{label} should return a tensor of indices, but returned "
                                   f"{describe(got)}.") from None
             expected = _shard_ref(batch, rank, world)
-            if got_t.shape != expected.shape or not torch.equal(got_t.long(), expected):
-                hint = None
-                for wrong, why in _SHARD_MISTAKES:
-                    candidate = wrong(batch, rank, world)
-                    if candidate.shape == got_t.shape and torch.equal(candidate, got_t.long()):
-                        hint = why
-                        break
-                hint = hint or ("cut the batch into world_size equal consecutive pieces of "
-                                "len(batch) // world_size; rank r takes piece number r.")
+            if not same(got_t.long(), expected):
+                hint = known_mistake(got_t.long(), _SHARD_MISTAKES, batch, rank, world) or (
+                    "cut the batch into world_size equal consecutive pieces of len(batch) // "
+                    "world_size; rank r takes piece number r.")
                 raise CheckFailed(
                     f"{label} is wrong.\n  expected: {expected.tolist()}\n  got:      {got_t.tolist()}\n"
                     f"Hint: {hint}"
@@ -168,10 +140,10 @@ def check_training_days(fn: Any) -> str:
     for n, d, gpus, peak, mfu in cases:
         label = (f"training_days(n_params={n:g}, n_tokens={d:g}, n_gpus={gpus}, peak_flops={peak:g}, "
                  f"mfu={mfu})")
-        got = _number(call(fn, n, d, gpus, peak, mfu, label=label), label)
         expected = _days_ref(n, d, gpus, peak, mfu)
-        if not close(got, expected, rel=1e-6):
-            hint = _which(got, _DAYS_MISTAKES, n, d, gpus, peak, mfu)
+        got = float(number(call(fn, n, d, gpus, peak, mfu, label=label), label, expected))
+        if not close(got, expected):
+            hint = known_mistake(got, _DAYS_MISTAKES, n, d, gpus, peak, mfu)
             raise CheckFailed(
                 f"{label} is wrong.\n  expected: {expected:.6g} days\n  got:      {got:.6g}\n"
                 f"Hint: {hint or 'days = 6 · n_params · n_tokens / (n_gpus · peak_flops · mfu) / 86,400.'}"
@@ -186,8 +158,9 @@ def check_training_days(fn: Any) -> str:
 _BYTES = {"weights": 2, "gradients": 2, "optimizer": 12}  # mixed precision with Adam (ZeRO paper)
 
 
-def _zero_ref(n: float, gpus: int, stage: int, sharded_order=("optimizer", "gradients", "weights"),
-              bytes_=None, unit: float = 1e9) -> float:
+def _zero_ref(n: float, gpus: int, stage: int,
+              sharded_order: tuple[str, ...] = ("optimizer", "gradients", "weights"),
+              bytes_: dict[str, int] | None = None, unit: float = 1e9) -> float:
     bytes_ = bytes_ or _BYTES
     sharded = set(sharded_order[:stage])
     return sum(n * b / (gpus if part in sharded else 1) for part, b in bytes_.items()) / unit
@@ -223,10 +196,10 @@ def check_zero_memory(fn: Any) -> str:
     cases = [(1.5e9, 8, s) for s in range(4)] + [(175e9, 64, 3), (175e9, 64, 1), (124e6, 2, 2), (7e9, 1, 3)]
     for n, gpus, stage in cases:
         label = f"zero_memory_gb(n_params={n:g}, n_gpus={gpus}, stage={stage})"
-        got = _number(call(fn, n, gpus, stage, label=label), label)
         expected = _zero_ref(n, gpus, stage)
-        if not close(got, expected, rel=1e-6):
-            hint = _which(got, _ZERO_MISTAKES, n, gpus, stage)
+        got = float(number(call(fn, n, gpus, stage, label=label), label, expected))
+        if not close(got, expected):
+            hint = known_mistake(got, _ZERO_MISTAKES, n, gpus, stage)
             hint = hint or ("bytes per parameter: weights 2, gradients 2, optimizer 12; stage s shards "
                             "the first s of (optimizer, gradients, weights) across n_gpus; GB = 10**9 bytes.")
             raise CheckFailed(
@@ -244,7 +217,7 @@ def _optimal_ref(c: float) -> tuple[float, float]:
     return n, 20 * n
 
 
-_OPTIMAL_MISTAKES: list[tuple[Callable[[float], tuple[float, float]], str]] = [
+_OPTIMAL_MISTAKES: list[Mistake] = [
     (lambda c: (20 * math.sqrt(c / 120), math.sqrt(c / 120)),
      "you returned (n_tokens, n_params); return the parameters first: (n_params, n_tokens)."),
     (lambda c: (math.sqrt(c / 20), 20 * math.sqrt(c / 20)),
@@ -267,19 +240,14 @@ def check_compute_optimal(fn: Any) -> str:
         got = call(fn, c, label=label)
         if not isinstance(got, (tuple, list)) or len(got) != 2:
             raise CheckFailed(f"{label} should return a pair (n_params, n_tokens), but returned {describe(got)}.")
-        n = _number(got[0], f"{label}[0] (n_params)")
-        d = _number(got[1], f"{label}[1] (n_tokens)")
         en, ed = _optimal_ref(c)
-        if not (close(n, en, rel=1e-6) and close(d, ed, rel=1e-6)):
-            hint = None
-            for wrong, why in _OPTIMAL_MISTAKES:
-                wn, wd = wrong(c)
-                if close(n, wn, rel=1e-6) and close(d, wd, rel=1e-6):
-                    hint = why
-                    break
-            if hint is None and close(n, en, rel=1e-6):
+        n = float(number(got[0], f"{label}[0] (n_params)", en))
+        d = float(number(got[1], f"{label}[1] (n_tokens)", ed))
+        if not (close(n, en) and close(d, ed)):
+            hint = known_mistake((n, d), _OPTIMAL_MISTAKES, c)
+            if hint is None and close(n, en):
                 hint = "n_params is right; the tokens are D = 20 · n_params."
-            if hint is None and close(d, ed, rel=1e-6):
+            if hint is None and close(d, ed):
                 hint = "n_tokens is right; n_params = n_tokens / 20."
             raise CheckFailed(
                 f"{label} is wrong.\n  expected: (n_params={en:.6g}, n_tokens={ed:.6g})\n"

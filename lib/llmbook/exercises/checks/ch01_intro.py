@@ -20,10 +20,21 @@ import torch
 
 from llmbook.config import GPTConfig
 from llmbook.config import count_parameters as reference_count
-from llmbook.exercises.core import CheckFailed, call, close, describe, is_int, mismatch, register
+from llmbook.exercises.compare import (
+    close,
+    first_row,
+    known_mistake,
+    number,
+    same,
+    tensor_answer,
+    unchanged,
+    whole_number,
+)
+from llmbook.exercises.core import CheckFailed, call, describe, mismatch, register
 from llmbook.tokenizers import CharTokenizer
 
 CHAPTER = "01"
+ATOL = 1e-6  # probabilities are compared more tightly than the default, near zero especially
 
 # The opening of Tiny Shakespeare: the check falls back to it when the full corpus is
 # not on this machine, so that the check never waits on a download.
@@ -106,7 +117,7 @@ def _encode(encode: Any, text: str, stoi: dict, expected: list[int]) -> list[int
         hint = "look up every character of the text in the stoi you were given, in order."
         if len(ids) != len(expected):
             hint = f"the text has {len(text)} characters, so expect {len(text)} ids."
-        at = next((i for i, (a, b) in enumerate(zip(expected, ids)) if a != b), 0)
+        at = next((i for i, (a, b) in enumerate(zip(expected, ids, strict=False)) if a != b), 0)
         start = max(at - 5, 0)
         raise mismatch(
             f"{label} gave the wrong ids (first difference at position {at}; showing ids "
@@ -176,15 +187,6 @@ def _softmax_ref(logits: torch.Tensor, temperature: float) -> torch.Tensor:
     return torch.softmax(logits.double() / temperature, dim=-1)
 
 
-def _first_row(t: torch.Tensor) -> list[float]:
-    """The first row of a tensor as rounded floats: short enough to read in feedback."""
-    return [round(v, 4) for v in t.detach().double().reshape(-1, t.shape[-1])[0].tolist()]
-
-
-def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
-    return a.shape == b.shape and torch.allclose(a.double(), b.double(), rtol=1e-4, atol=1e-6)
-
-
 def _softmax_hint(logits: torch.Tensor, temperature: float, got: torch.Tensor) -> str:
     """Name the mistake that turns ``logits`` into ``got``, if it is a common one."""
     x = logits.double()
@@ -194,21 +196,28 @@ def _softmax_hint(logits: torch.Tensor, temperature: float, got: torch.Tensor) -
             "your result contains nan or inf. Subtract the largest logit of each row before "
             "exponentiating: exp of a big number overflows, and inf / inf is nan."
         )
-    if temperature != 1.0 and _same(got, torch.softmax(x, dim=-1)):
-        return "the temperature made no difference: divide the logits by it."
-    if _same(got, torch.softmax(x * temperature, dim=-1)):
-        return "you multiplied by the temperature; divide the logits by it instead."
     p = torch.softmax(x, dim=-1)
-    if _same(got, p / temperature) or _same(got, p ** (1 / temperature)):
-        return "divide the logits by the temperature *before* exponentiating and normalising."
-    if x.dim() > 1 and _same(got, torch.softmax(x / temperature, dim=0)):
-        return "you normalised over the first dimension; use the last one: dim=-1."
-    flat = torch.softmax((x / temperature).flatten(), dim=0).reshape(x.shape)
-    if x.dim() > 1 and _same(got, flat):
-        return (
-            "you normalised over the whole tensor. Sum over the last dimension only: "
-            ".sum(dim=-1, keepdim=True)."
-        )
+    late = "divide the logits by the temperature *before* exponentiating and normalising."
+    mistakes = []
+    if temperature != 1.0:
+        mistakes.append((p, "the temperature made no difference: divide the logits by it."))
+    mistakes += [
+        (torch.softmax(x * temperature, dim=-1),
+         "you multiplied by the temperature; divide the logits by it instead."),
+        (p / temperature, late),
+        (p ** (1 / temperature), late),
+    ]
+    if x.dim() > 1:
+        flat = torch.softmax((x / temperature).flatten(), dim=0).reshape(x.shape)
+        mistakes += [
+            (torch.softmax(x / temperature, dim=0),
+             "you normalised over the first dimension; use the last one: dim=-1."),
+            (flat, "you normalised over the whole tensor. Sum over the last dimension only: "
+                   ".sum(dim=-1, keepdim=True)."),
+        ]
+    hint = known_mistake(got, mistakes, atol=ATOL)
+    if hint:
+        return hint
     sums = got.sum(dim=-1)
     if not torch.allclose(sums, torch.ones_like(sums), atol=1e-4):
         return (
@@ -222,30 +231,19 @@ def _run_softmax(fn: Any, logits: torch.Tensor, temperature: float) -> torch.Ten
     shape = tuple(logits.shape)
     label = f"softmax_with_temperature(logits of shape {shape}, temperature={temperature})"
     given = logits.clone()
-    out = call(fn, given, temperature, label=label)
-    if not isinstance(out, torch.Tensor):
-        raise CheckFailed(
-            f"{label} should return a torch.Tensor, but returned {describe(out)}.\n"
-            f"Hint: use torch operations (torch.exp, .max, .sum) on the tensor you are given."
-        )
-    if not torch.equal(given, logits):
-        raise CheckFailed(
-            f"{label} changed the logits it was given (an in-place operation such as "
-            f"`logits -= ...` or `logits /= ...`). Write `z = logits - ...` to make a new "
-            f"tensor instead: callers still need their logits."
-        )
-    if tuple(out.shape) != shape:
-        raise CheckFailed(
-            f"{label} returned shape {tuple(out.shape)}, expected {shape} (one probability "
-            f"per logit). Hint: when you take the max or the sum over dim=-1, pass "
-            f"keepdim=True so the result still lines up with the logits."
-        )
+    out = tensor_answer(
+        call(fn, given, temperature, label=label), label, shape=shape,
+        hint="use torch operations (torch.exp, .max, .sum) on the tensor you are given.",
+        shape_hint="one probability per logit: when you take the max or the sum over dim=-1, "
+                   "pass keepdim=True so the result still lines up with the logits.",
+    )
+    unchanged(label, [given], [logits], ["logits"])
     expected = _softmax_ref(logits, temperature)
-    if not _same(out, expected):
+    if not same(out, expected, atol=ATOL):
         raise mismatch(
             f"{label} gave wrong probabilities (first row shown).",
-            _first_row(expected),
-            _first_row(out),
+            first_row(expected),
+            first_row(out),
             _softmax_hint(logits, temperature, out),
         )
     return out
@@ -306,7 +304,7 @@ def _formula(vocab_size: int, n_positions: int, n_embd: int, n_layer: int) -> in
 
 def _count_mistakes(v: int, t: int, d: int, n: int) -> list[tuple[int, str]]:
     """(error in the count, explanation) for the usual slips, signed as got - expected."""
-    mistakes = [
+    mistakes: list[tuple[Any, ...]] = [
         (v * d, "you counted a separate output head (lm_head, vocab_size × n_embd). GPT-2",
          "ties it to the token embedding: one matrix serves both ends, so it adds nothing."),
         (-t * d, "you left out the position embeddings (wpe): n_positions × n_embd."),
@@ -380,20 +378,11 @@ def check_count_parameters(fn: Any) -> str:
         expected = reference_count(cfg)
         assert expected == _formula(*args), "the check's formula disagrees with llmbook.config"
         label = "count_parameters({}, {}, {}, {})".format(*args)
-        got = call(fn, *args, label=label)
-        if isinstance(got, torch.Tensor) and got.numel() == 1:
-            got = got.item()
-        if not is_int(got):
-            if isinstance(got, float) and got.is_integer() and int(got) == expected:
-                raise CheckFailed(
-                    f"{label} ({what}) has the right value but as a float ({got!r}); a count "
-                    f"is a whole number: return an int, e.g. with int(...) or // instead of /."
-                )
-            raise mismatch(f"{label} ({what}) should return an int.", expected, got)
+        got = whole_number(call(fn, *args, label=label), f"{label} ({what})", expected)
         if got != expected:
             raise CheckFailed(
                 f"{label} is the shape of {what}.\n  expected: {expected:,}\n  got:      "
-                f"{int(got):,}\nHint: {_explain_count(int(got), args)}"
+                f"{got:,}\nHint: {_explain_count(got, args)}"
             )
     return (
         "Exact for GPT-2 small (124,439,808), medium, XL, GPT-3 (174,604,259,328, the "
@@ -429,15 +418,8 @@ def check_perplexity(fn: Any) -> str:
     losses = [0.0, math.log(65), 1.0, 2.0, 0.5, 3.3, math.log(50257)]
     for loss in losses:
         label = f"perplexity({loss!r})"
-        got = call(fn, loss, label=label)
-        if isinstance(got, torch.Tensor) and got.numel() == 1:
-            got = got.item()
-        if isinstance(got, bool) or not isinstance(got, (int, float)) and not hasattr(
-            got, "__float__"
-        ):
-            raise mismatch(f"{label} should return a number.", math.exp(loss), got)
-        value = float(got)
         expected = math.exp(loss)
+        value = float(number(call(fn, loss, label=label), label, expected))
         if not close(value, expected):
             context = ""
             if loss == math.log(65):

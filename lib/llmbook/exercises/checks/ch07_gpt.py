@@ -12,68 +12,25 @@ expected and actual values, and the mistake that most often produces that differ
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from llmbook.config import GPTConfig
-from llmbook.exercises.core import CheckFailed, call, describe, is_int, mismatch, register
+from llmbook.exercises.compare import (
+    Mistake,
+    head,
+    known_mistake,
+    same,
+    tensor_answer,
+    tensor_tuple,
+    unchanged,
+    whole_number,
+)
+from llmbook.exercises.core import CheckFailed, call, mismatch, register
 
 CHAPTER = "07"
-Mistake = tuple[Callable[..., torch.Tensor], str]
-
-
-# --------------------------------------------------------------------------- helpers
-
-
-def _same(a: torch.Tensor, b: torch.Tensor, rtol: float = 1e-4, atol: float = 1e-5) -> bool:
-    return (
-        tuple(a.shape) == tuple(b.shape)
-        and bool(torch.isfinite(a).all() == torch.isfinite(b).all())
-        and torch.allclose(a.double(), b.double(), rtol=rtol, atol=atol, equal_nan=True)
-    )
-
-
-def _head(t: torch.Tensor, n: int = 6) -> list[float]:
-    """The first few numbers of a tensor, rounded: short enough to read in feedback."""
-    return [round(v, 5) for v in t.detach().double().reshape(-1)[:n].tolist()]
-
-
-def _tensor_result(out: Any, label: str, shape: tuple[int, ...], hint: str) -> torch.Tensor:
-    if not isinstance(out, torch.Tensor):
-        raise CheckFailed(
-            f"{label} should return a torch.Tensor, but returned {describe(out)}.\nHint: {hint}"
-        )
-    if tuple(out.shape) != shape:
-        raise CheckFailed(
-            f"{label} returned a tensor of shape {tuple(out.shape)}, expected {shape} "
-            f"(the same shape as the input).\nHint: {hint}"
-        )
-    return out
-
-
-def _which_mistake(got: torch.Tensor, mistakes: list[Mistake], *args: Any) -> str | None:
-    """The explanation of the first known mistake whose output matches ``got``."""
-    for wrong, why in mistakes:
-        try:
-            candidate = wrong(*args)
-        except Exception:  # noqa: BLE001 - a mistake that cannot even run explains nothing
-            candidate = None
-        if isinstance(candidate, torch.Tensor) and _same(got, candidate):
-            return why
-    return None
-
-
-def _unchanged(given: list[torch.Tensor], originals: list[torch.Tensor], label: str) -> None:
-    for g, o in zip(given, originals):
-        if g is not None and not torch.equal(g, o):
-            raise CheckFailed(
-                f"{label} changed one of the tensors it was given (an in-place operation such "
-                f"as `x -= ...`, `x /= ...` or `x.sub_(...)`). Write `y = x - ...` to make a new "
-                f"tensor instead: the caller still needs its input."
-            )
 
 
 # --------------------------------------------------------------------------- layer norm
@@ -127,15 +84,14 @@ def _run_layer_norm(fn: Any, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor,
                     eps: float, what: str) -> None:
     label = f"layer_norm(x of shape {tuple(x.shape)}, weight, bias, eps={eps})"
     given = [x.clone(), w.clone(), b.clone()]
-    out = call(fn, *given, eps, label=label)
-    out = _tensor_result(
-        out, label, tuple(x.shape),
-        "keep the last dimension when you take the mean and variance (keepdim=True) so "
-        "they broadcast against x.",
+    out = tensor_answer(
+        call(fn, *given, eps, label=label), label, shape=x.shape,
+        hint="keep the last dimension when you take the mean and variance (keepdim=True) so "
+             "they broadcast against x.",
     )
-    _unchanged(given, [x, w, b], label)
+    unchanged(label, given, [x, w, b], ("x", "weight", "bias"))
     expected = _ln_ref(x, w, b, eps)
-    if _same(out, expected):
+    if same(out, expected):
         return
     if not torch.isfinite(out).all():
         hint = (
@@ -143,12 +99,12 @@ def _run_layer_norm(fn: Any, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor,
             "add eps inside the square root, sqrt(var + eps), so you never divide by zero."
         )
     else:
-        hint = _which_mistake(out, _ln_mistakes(eps), x, w, b, eps) or (
+        hint = known_mistake(out, _ln_mistakes(eps), x, w, b, eps) or (
             "subtract each vector's mean, divide by sqrt(variance + eps) with the variance "
             "over the last dimension (dividing by n), then multiply by weight and add bias."
         )
     raise mismatch(f"{label} is wrong for {what} (first values shown).",
-                   _head(expected), _head(out), hint)
+                   head(expected, digits=5), head(out, digits=5), hint)
 
 
 @register("gpt.layer_norm", chapter=CHAPTER, title="Layer normalisation over the last dimension")
@@ -216,13 +172,12 @@ def check_gelu_tanh(fn: Any) -> str:
     for what, x in inputs:
         label = f"gelu_tanh(x of shape {tuple(x.shape)})"
         given = x.clone()
-        out = call(fn, given, label=label)
-        out = _tensor_result(out, label, tuple(x.shape),
-                             "apply the formula elementwise with torch operations (torch.tanh).")
-        _unchanged([given], [x], label)
+        out = tensor_answer(call(fn, given, label=label), label, shape=x.shape,
+                            hint="apply the formula elementwise with torch operations (torch.tanh).")
+        unchanged(label, [given], [x], ["x"])
         expected = F.gelu(x.double(), approximate="tanh").float()
-        if not _same(out, expected, rtol=1e-5, atol=1e-6):
-            hint = _which_mistake(out, _gelu_mistakes(), x) or (
+        if not same(out, expected, rtol=1e-5, atol=1e-6):
+            hint = known_mistake(out, _gelu_mistakes(), x) or (
                 "GELU(x) ≈ 0.5·x·(1 + tanh(sqrt(2/π)·(x + 0.044715·x³)))."
             )
             worst = int((out.double() - expected.double()).abs().reshape(-1).argmax())
@@ -288,26 +243,22 @@ def check_feed_forward(fn: Any) -> str:
                  f"b_fc {tuple(b_fc.shape)}, w_proj {tuple(w_proj.shape)}, "
                  f"b_proj {tuple(b_proj.shape)})")
         given = [t.clone() for t in args]
-        try:
-            out = call(fn, *given, label=label)
-        except CheckFailed as err:
-            if "shapes cannot be multiplied" in str(err) or "size of tensor" in str(err):
-                raise CheckFailed(
-                    f"{err}\nHint: the weights are stored as nn.Linear stores them, "
-                    f"(out_features, in_features), so multiply by the transpose: "
-                    f"x @ w_fc.T + b_fc (or F.linear(x, w_fc, b_fc))."
-                ) from None
-            raise
-        out = _tensor_result(out, label, tuple(shape),
-                             "the block maps n_embd numbers to n_embd numbers for every token.")
-        _unchanged(given, args, label)
+        transpose = ("the weights are stored as nn.Linear stores them, (out_features, "
+                     "in_features), so multiply by the transpose: x @ w_fc.T + b_fc (or "
+                     "F.linear(x, w_fc, b_fc)).")
+        out = call(fn, *given, label=label, hints=[("shapes cannot be multiplied", transpose),
+                                                   ("size of tensor", transpose)])
+        out = tensor_answer(out, label, shape=shape,
+                            hint="the block maps n_embd numbers to n_embd numbers for every token.")
+        unchanged(label, given, args, ("x", "w_fc", "b_fc", "w_proj", "b_proj"))
         expected = _ff_ref(*args)
-        if not _same(out, expected):
-            hint = _which_mistake(out, _ff_mistakes(), *args)
+        if not same(out, expected):
+            hint = known_mistake(out, _ff_mistakes(), *args)
             if hint is None and hidden != 4 * d:
                 hint = (f"this case has a hidden width of {hidden}, not 4·{d}: take the sizes "
                         f"from the weights' shapes instead of assuming 4·n_embd.")
-            raise mismatch(f"{label} is wrong (first values shown).", _head(expected), _head(out),
+            raise mismatch(f"{label} is wrong (first values shown).",
+                           head(expected, digits=5), head(out, digits=5),
                            hint or "compute gelu_tanh(x @ w_fc.T + b_fc) @ w_proj.T + b_proj.")
     return (
         "Matches gelu_tanh(x @ w_fc.T + b_fc) @ w_proj.T + b_proj for three shapes, including "
@@ -349,15 +300,13 @@ def _kv_mistakes() -> list[Mistake]:
     ]
 
 
-def _unpack_kv(result: Any, label: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    if not (isinstance(result, (tuple, list)) and len(result) == 3
-            and all(isinstance(t, torch.Tensor) for t in result)):
-        raise CheckFailed(
-            f"{label} should return three tensors, (out, cache_k, cache_v), but returned "
-            f"{describe(result)}.\nHint: end with `return out, cache_k, cache_v`, where the "
-            f"caches already include the new token's key and value."
-        )
-    return result[0], result[1], result[2]
+_KV_SHAPES = ("q, k_new and v_new have shape (batch, heads, 1, head_dim) and the caches "
+              "(batch, heads, tokens so far, head_dim). Append along the time dimension, "
+              "torch.cat([cache_k, k_new], dim=2), and compute the scores as "
+              "q @ cache_k.transpose(-2, -1).")
+_KV_FIRST = ("at the first step there is nothing cached yet and cache_k, cache_v are None: "
+             "then the cache is just the new token, e.g. `cache_k = k_new if cache_k is None "
+             "else torch.cat([cache_k, k_new], dim=2)`.")
 
 
 @register("gpt.kv_cache_step", chapter=CHAPTER,
@@ -378,28 +327,20 @@ def check_kv_cache_step(fn: Any) -> str:
             given = [q.clone(), k_new.clone(), v_new.clone(),
                      None if cache_k is None else cache_k.clone(),
                      None if cache_v is None else cache_v.clone()]
-            try:
-                result = call(fn, *given, label=label)
-            except CheckFailed as err:
-                if t == 0 and "NoneType" in str(err):
-                    raise CheckFailed(
-                        f"{err}\nHint: at the first step there is nothing cached yet and "
-                        f"cache_k, cache_v are None: then the cache is just the new token, e.g. "
-                        f"`cache_k = k_new if cache_k is None else torch.cat([cache_k, k_new], dim=2)`."
-                    ) from None
-                if "size" in str(err) or "shape" in str(err):
-                    raise CheckFailed(
-                        f"{err}\nHint: q, k_new and v_new have shape (batch, heads, 1, head_dim) "
-                        f"and the caches (batch, heads, tokens so far, head_dim). Append along the "
-                        f"time dimension, torch.cat([cache_k, k_new], dim=2), and compute the scores "
-                        f"as q @ cache_k.transpose(-2, -1)."
-                    ) from None
-                raise
-            out, new_k, new_v = _unpack_kv(result, label)
-            _unchanged(given, [q, k_new, v_new, cache_k, cache_v], label)
+            hints = [("NoneType", _KV_FIRST)] if t == 0 else []
+            result = call(fn, *given, label=label,
+                          hints=[*hints, ("size", _KV_SHAPES), ("shape", _KV_SHAPES)])
+            out, new_k, new_v = tensor_tuple(
+                result, label, ("out", "cache_k", "cache_v"),
+                hint="end with `return out, cache_k, cache_v`, where the caches already include "
+                     "the new token's key and value.",
+            )
+            unchanged(label, given, [q, k_new, v_new, cache_k, cache_v],
+                      ("q", "k_new", "v_new", "cache_k", "cache_v"))
             ref_out, ref_k, ref_v = _kv_reference(q, k_new, v_new, cache_k, cache_v)
-            for name, got, want, prev, new in [("cache_k", new_k, ref_k, cache_k, k_new),
-                                               ("cache_v", new_v, ref_v, cache_v, v_new)]:
+            caches: list[tuple[str, torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]] = [
+                ("cache_k", new_k, ref_k, cache_k, k_new), ("cache_v", new_v, ref_v, cache_v, v_new)]
+            for name, got, want, prev, new in caches:
                 if tuple(got.shape) != tuple(want.shape):
                     raise CheckFailed(
                         f"{label}: the returned {name} has shape {tuple(got.shape)}, expected "
@@ -416,18 +357,18 @@ def check_kv_cache_step(fn: Any) -> str:
                     elif name == "cache_k" and torch.equal(got, ref_v):
                         hint = "you returned the values as the keys cache."
                     raise mismatch(f"{label}: the returned {name} is wrong (first values shown).",
-                                   _head(want), _head(got), hint)
+                                   head(want, digits=5), head(got, digits=5), hint)
             if tuple(out.shape) != (B, H, 1, D):
                 raise CheckFailed(
                     f"{label}: out has shape {tuple(out.shape)}, expected {(B, H, 1, D)}: one "
                     f"output vector per batch row and head, for the one new token."
                 )
-            if not _same(out, ref_out):
-                hint = _which_mistake(out, _kv_mistakes(), q, k_new, v_new, cache_k, cache_v)
+            if not same(out, ref_out):
                 raise mismatch(
                     f"{label}: the attention output is wrong (first values shown).",
-                    _head(ref_out), _head(out),
-                    hint or "compute softmax(q @ K.T / sqrt(head_dim), dim=-1) @ V with K and V "
+                    head(ref_out, digits=5), head(out, digits=5),
+                    known_mistake(out, _kv_mistakes(), q, k_new, v_new, cache_k, cache_v)
+                    or "compute softmax(q @ K.T / sqrt(head_dim), dim=-1) @ V with K and V "
                     "the caches after appending the new token.",
                 )
             cache_k, cache_v = new_k, new_v
@@ -489,21 +430,12 @@ def check_kv_cache_bytes(fn: Any) -> str:
         label = (f"kv_cache_bytes(GPTConfig(n_layer={cfg.n_layer}, n_embd={cfg.n_embd}, "
                  f"n_head={cfg.n_head}, n_positions={cfg.n_positions}), n_tokens={n}, "
                  f"batch_size={b}, bytes_per_value={nbytes})")
-        got = call(fn, cfg, n, b, nbytes, label=label)
-        if isinstance(got, torch.Tensor) and got.numel() == 1:
-            got = got.item()
         expected = _kv_bytes_ref(cfg, n, b, nbytes)
-        if not is_int(got):
-            if isinstance(got, float) and got.is_integer() and int(got) == expected:
-                raise CheckFailed(
-                    f"{label} has the right value but as a float ({got!r}); a number of bytes "
-                    f"is a whole number: return an int (use // rather than /, or int(...))."
-                )
-            raise mismatch(f"{label} should return an int.", expected, got)
+        got = whole_number(call(fn, cfg, n, b, nbytes, label=label), label, expected)
         if got != expected:
             raise CheckFailed(
-                f"{label} is wrong.\n  expected: {expected:,} bytes\n  got:      {int(got):,} "
-                f"bytes\nHint: {_kv_bytes_hint(cfg, n, b, nbytes, int(got))}"
+                f"{label} is wrong.\n  expected: {expected:,} bytes\n  got:      {got:,} "
+                f"bytes\nHint: {_kv_bytes_hint(cfg, n, b, nbytes, got)}"
             )
     gpt2 = _kv_bytes_ref(GPTConfig.from_preset("gpt2"), 1024, 1, 4)
     gpt3 = _kv_bytes_ref(GPTConfig.from_preset("gpt3-175b"), 2048, 1, 2)

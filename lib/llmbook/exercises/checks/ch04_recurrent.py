@@ -19,46 +19,23 @@ from typing import Any
 import torch
 from torch import nn
 
-from llmbook.exercises.core import CheckFailed, call, describe, is_int, mismatch, register
+from llmbook.exercises.compare import (
+    head,
+    known_mistake,
+    same,
+    tensor_answer,
+    tensor_tuple,
+    token_ids,
+    whole_number,
+)
+from llmbook.exercises.core import CheckFailed, call, describe, mismatch, register
 
 CHAPTER = "04"
 
-
-# --------------------------------------------------------------------------- helpers
-
-
-def _same(a: Any, b: torch.Tensor) -> bool:
-    return (
-        isinstance(a, torch.Tensor)
-        and tuple(a.shape) == tuple(b.shape)
-        and bool(torch.allclose(a.detach().double(), b.double(), rtol=1e-4, atol=1e-5))
-    )
-
-
-def _head(t: torch.Tensor, n: int = 6) -> list[float]:
-    """The first few numbers of a tensor, rounded: short enough to read in feedback."""
-    return [round(v, 4) for v in t.detach().double().reshape(-1)[:n].tolist()]
-
-
-def _call(fn: Any, *args: Any, label: str) -> Any:
-    """``call``, plus a hint for the shape errors that matrix code typically raises."""
-    try:
-        return call(fn, *args, label=label)
-    except CheckFailed as failure:
-        text = str(failure)
-        if "cannot be multiplied" in text or "size of tensor" in text:
-            raise CheckFailed(
-                f"{text}\nHint: PyTorch stores a weight as (out_features, in_features), so a "
-                f"layer computes x @ weight.T + bias. Print the shapes of your tensors."
-            ) from None
-        raise
-
-
-def _first_hint(got: torch.Tensor, mistakes: list[tuple[torch.Tensor, str]], default: str) -> str:
-    for value, hint in mistakes:
-        if _same(got, value):
-            return hint
-    return default
+_TRANSPOSE = ("PyTorch stores a weight as (out_features, in_features), so a layer computes "
+              "x @ weight.T + bias. Print the shapes of your tensors.")
+SHAPE_HINTS = [("cannot be multiplied", _TRANSPOSE), ("size of tensor", _TRANSPOSE)]
+"""The errors that matrix code with transposed weights raises, and what to do about them."""
 
 
 # --------------------------------------------------------------------------- window pairs
@@ -103,13 +80,10 @@ def check_window_pairs(fn: Any) -> str:
     ]
     for ids, n in cases:
         label = f"window_pairs(torch.tensor({ids.tolist()}), n={n})"
-        got = _call(fn, ids.clone(), n, label=label)
+        got = call(fn, ids.clone(), n, label=label, hints=SHAPE_HINTS)
         expected = reference_window_pairs(ids, n)
-        if not (isinstance(got, (tuple, list)) and len(got) == 2):
-            raise mismatch(f"{label} should return two tensors, (contexts, targets).", expected, got)
-        contexts, targets = got
-        if not isinstance(contexts, torch.Tensor) or not isinstance(targets, torch.Tensor):
-            raise mismatch(f"{label} should return torch tensors, e.g. with torch.stack.", expected, got)
+        contexts, targets = tensor_tuple(got, label, ("contexts", "targets"), expected=expected,
+                                         hint="build them as torch tensors, e.g. with torch.stack.")
         if len(ids) == n and (contexts.numel() or targets.numel()):
             raise mismatch(f"{label}: with exactly n words there is no word after a window, so there "
                            f"are no pairs.", expected, got,
@@ -121,9 +95,8 @@ def check_window_pairs(fn: Any) -> str:
                 f"{tuple(expected[1].shape)}: one row of n words per pair, len(ids) - n pairs.\n"
                 f"Hint: {_window_hint(ids, n, contexts, targets)}"
             )
-        if contexts.dtype != torch.long or targets.dtype != torch.long:
-            raise mismatch(f"{label}: token ids must stay integers (dtype torch.long), because an "
-                           f"nn.Embedding only accepts integer ids.", expected, got)
+        token_ids(contexts, label, "contexts")
+        token_ids(targets, label, "targets")
         if not (torch.equal(contexts, expected[0]) and torch.equal(targets, expected[1])):
             raise mismatch(f"{label} returned the wrong pairs.", expected, got,
                            _window_hint(ids, n, contexts, targets))
@@ -145,7 +118,8 @@ def _rnn_inputs(b: int, d_in: int, d_h: int, gen: torch.Generator) -> list[torch
     ]
 
 
-def _rnn_mistakes(x, h, w_ih, w_hh, b_ih, b_hh) -> list[tuple[torch.Tensor, str]]:
+def _rnn_mistakes(x: torch.Tensor, h: torch.Tensor, w_ih: torch.Tensor, w_hh: torch.Tensor,
+                  b_ih: torch.Tensor, b_hh: torch.Tensor) -> list[tuple[torch.Tensor, str]]:
     pre = x @ w_ih.T + b_ih + h @ w_hh.T + b_hh
     mistakes = [
         (pre, "you forgot the tanh: h_new = tanh(x @ weight_ih.T + bias_ih + h @ weight_hh.T + bias_hh)."),
@@ -177,23 +151,22 @@ def check_rnn_step(fn: Callable[..., Any]) -> str:
         args = _rnn_inputs(b, d_in, d_h, gen)
         cell = nn.RNNCell(d_in, d_h)
         with torch.no_grad():
-            for p, value in zip((cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh), args[2:]):
+            for p, value in zip((cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh), args[2:], strict=True):
                 p.copy_(value)
             expected = cell(args[0], args[1])
         label = (f"rnn_step(x {(b, d_in)}, h {(b, d_h)}, weight_ih {(d_h, d_in)}, weight_hh "
                  f"{(d_h, d_h)}, bias_ih {(d_h,)}, bias_hh {(d_h,)})")
         with torch.no_grad():
-            got = _call(fn, *[a.clone() for a in args], label=label)
-        if not isinstance(got, torch.Tensor):
-            raise mismatch(f"{label} should return the new hidden state, a tensor.", _head(expected), got)
-        if tuple(got.shape) != (b, d_h):
-            raise CheckFailed(f"{label} returned shape {tuple(got.shape)}, expected {(b, d_h)}: "
-                              f"one hidden vector of hidden_size numbers per sequence in the batch.")
-        if not _same(got, expected):
-            hint = _first_hint(got, _rnn_mistakes(*args), "h_new = tanh(x @ weight_ih.T + bias_ih + "
-                               "h @ weight_hh.T + bias_hh).")
+            got = call(fn, *[a.clone() for a in args], label=label, hints=SHAPE_HINTS)
+        got = tensor_answer(got, label, shape=(b, d_h), expected=head(expected),
+                            hint="return the new hidden state, a tensor.",
+                            shape_hint="one hidden vector of hidden_size numbers per sequence "
+                                       "in the batch.")
+        if not same(got, expected):
+            hint = known_mistake(got, _rnn_mistakes(*args)) or (
+                "h_new = tanh(x @ weight_ih.T + bias_ih + h @ weight_hh.T + bias_hh).")
             raise mismatch(f"{label} does not match nn.RNNCell with the same weights (first numbers shown).",
-                           _head(expected), _head(got), hint)
+                           head(expected), head(got), hint)
     return "Your step matches torch.nn.RNNCell on 4 shapes: tanh of both weighted inputs and both biases."
 
 
@@ -236,38 +209,36 @@ def check_lstm_step(fn: Callable[..., Any]) -> str:
         cell = nn.LSTMCell(d_in, d_h)
         with torch.no_grad():
             for p, value in zip((cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh),
-                                (w_ih, w_hh, b_ih, b_hh)):
+                                (w_ih, w_hh, b_ih, b_hh), strict=True):
                 p.copy_(value)
             expected_h, expected_c = cell(x, (h, c))
         args = (x, h, c, w_ih, w_hh, b_ih, b_hh)
         label = (f"lstm_step(x {(b, d_in)}, h {(b, d_h)}, c {(b, d_h)}, weight_ih {(4 * d_h, d_in)}, "
                  f"weight_hh {(4 * d_h, d_h)}, bias_ih {(4 * d_h,)}, bias_hh {(4 * d_h,)})")
         with torch.no_grad():
-            got = _call(fn, *[a.clone() for a in args], label=label)
-        if not (isinstance(got, (tuple, list)) and len(got) == 2):
-            raise mismatch(f"{label} should return two tensors, (h_new, c_new).",
-                           (_head(expected_h), _head(expected_c)), got)
-        got_h, got_c = got
+            got = call(fn, *[a.clone() for a in args], label=label, hints=SHAPE_HINTS)
+        got_h, got_c = tensor_tuple(got, label, ("h_new", "c_new"),
+                                    expected=(head(expected_h), head(expected_c)))
         for name, value in (("h_new", got_h), ("c_new", got_c)):
-            if not isinstance(value, torch.Tensor) or tuple(value.shape) != (b, d_h):
+            if tuple(value.shape) != (b, d_h):
                 raise CheckFailed(f"{label}: {name} should be a tensor of shape {(b, d_h)}, got "
                                   f"{describe(value)}.")
-        if _same(got_h, expected_c) and _same(got_c, expected_h):
+        if same(got_h, expected_c) and same(got_c, expected_h):
             raise CheckFailed(f"{label}: you returned (c_new, h_new); return (h_new, c_new), in that order.")
-        if not (_same(got_h, expected_h) and _same(got_c, expected_c)):
+        if not (same(got_h, expected_h) and same(got_c, expected_c)):
             hint = "follow the equations: gates = x @ W_ih.T + b_ih + h @ W_hh.T + b_hh, split in 4 (i, f, g, o)."
             for mistake, why in _LSTM_MISTAKES:
                 mh, mc = reference_lstm_step(*args, **mistake)
-                if _same(got_h, mh) and _same(got_c, mc):
+                if same(got_h, mh) and same(got_c, mc):
                     hint = why
                     break
             else:
-                if _same(got_c, expected_c):
+                if same(got_c, expected_c):
                     hint = "c_new is right, so look at h_new = o * tanh(c_new), with o = sigmoid(4th chunk)."
-            which = "c_new" if not _same(got_c, expected_c) else "h_new"
+            which = "c_new" if not same(got_c, expected_c) else "h_new"
             exp, val = (expected_c, got_c) if which == "c_new" else (expected_h, got_h)
             raise mismatch(f"{label}: {which} does not match nn.LSTMCell with the same weights "
-                           f"(first numbers shown).", _head(exp), _head(val), hint)
+                           f"(first numbers shown).", head(exp), head(val), hint)
     return ("Your LSTM step matches torch.nn.LSTMCell on 4 shapes: gates in PyTorch's order "
             "i, f, g, o, c_new = f*c + i*g, h_new = o*tanh(c_new).")
 
@@ -296,7 +267,8 @@ def _count_mistakes(d_in: int, h: int, layers: int, cell: str) -> list[tuple[int
          "an LSTM has four gates (i, f, g, o), each with its own weights and biases: 4x an RNN's."),
         (first_only, ("layers after the first read the hidden state of the layer below, so their "
                       "input size is hidden_size, not input_size.")),
-        (right - gates * h * h * layers, "each layer also has the hidden-to-hidden matrix weight_hh (hidden_size x hidden_size)."),
+        (right - gates * h * h * layers,
+         "each layer also has the hidden-to-hidden matrix weight_hh (hidden_size x hidden_size)."),
         (reference_parameter_count(d_in, h, 1, cell), "count every layer: num_layers of them."),
     ]
 
@@ -311,17 +283,12 @@ def check_parameter_count(fn: Callable[..., Any]) -> str:
         module = {"rnn": nn.RNN, "lstm": nn.LSTM}[cell](d_in, h, num_layers=layers)
         expected = sum(p.numel() for p in module.parameters())
         assert expected == reference_parameter_count(d_in, h, layers, cell)
-        got = _call(fn, d_in, h, layers, cell, label=label)
-        if isinstance(got, torch.Tensor) and got.numel() == 1:
-            got = got.item()
-        if isinstance(got, float) and got.is_integer():
-            got = int(got)
-        if not is_int(got):
-            raise mismatch(f"{label} should return a whole number.", expected, got)
+        got = whole_number(call(fn, d_in, h, layers, cell, label=label, hints=SHAPE_HINTS), label, expected,
+                           floats_ok=True)
         if got != expected:
-            hint = next((why for value, why in _count_mistakes(d_in, h, layers, cell) if value == got),
-                        "per layer and gate: hidden_size x (layer input size + hidden_size) weights "
-                        "plus 2 x hidden_size biases.")
+            hint = known_mistake(got, _count_mistakes(d_in, h, layers, cell)) or (
+                "per layer and gate: hidden_size x (layer input size + hidden_size) weights "
+                "plus 2 x hidden_size biases.")
             shapes = ", ".join(f"{name} {tuple(p.shape)}" for name, p in list(module.named_parameters())[:4])
             raise mismatch(f"{label} is not the number of parameters of torch.nn.{module.__class__.__name__}"
                            f"({d_in}, {h}, num_layers={layers}), whose first layer holds {shapes}.",

@@ -22,30 +22,26 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from llmbook.exercises.compare import (
+    first_difference,
+    known_mistake,
+    same,
+    tensor_answer,
+    token_ids,
+    unchanged,
+)
 from llmbook.exercises.core import CheckFailed, call, mismatch, register
 from llmbook.model import IGNORE_INDEX
 
 CHAPTER = "11"
 
 
-def _close(a: Any, b: torch.Tensor, rtol: float = 1e-4, atol: float = 1e-5) -> bool:
-    if not isinstance(a, torch.Tensor):
-        try:
-            a = torch.as_tensor(a, dtype=torch.float64)
-        except (TypeError, ValueError, RuntimeError):
-            return False
-    return a.shape == b.shape and bool(torch.allclose(a.detach().double(), b.double(), rtol=rtol, atol=atol))
-
-
-def _matches(got: Any, variants: Sequence[tuple[torch.Tensor, str]], rtol: float = 1e-4) -> str:
-    """The hint of the first known mistake that reproduces ``got``, or an empty string."""
-    for wrong, hint in variants:
-        if _close(got, wrong, rtol=rtol) or (
-            isinstance(got, torch.Tensor) and got.numel() == wrong.numel()
-            and _close(got.reshape(wrong.shape), wrong, rtol=rtol)
-        ):
-            return hint
-    return ""
+def _in_shape(got: Any, shape: torch.Size) -> Any:
+    """The answer in the reference's shape when it holds as many numbers, so that a known
+    mistake is still recognised in an answer of shape (B, 1) instead of (B,)."""
+    if isinstance(got, torch.Tensor) and got.numel() == shape.numel():
+        return got.reshape(shape)
+    return got
 
 
 # --------------------------------------------------------------------------- a k-shot prompt
@@ -84,12 +80,7 @@ def _k_shot_hint(instruction: str, examples: list[tuple[str, str]], query: str, 
         return "put each example on its own line, and the query on the last line (join lines with '\\n')."
     if got.replace(" ", "") == expected.replace(" ", ""):
         return "write each example as 'input: output', with one space after the colon."
-    return _first_difference(expected, got)
-
-
-def _first_difference(expected: str, got: str) -> str:
-    i = next((k for k, (a, b) in enumerate(zip(expected, got)) if a != b), min(len(expected), len(got)))
-    return f"the texts differ from character {i}: expected {expected[i:i + 25]!r}, got {got[i:i + 25]!r}"
+    return first_difference(expected, got)
 
 
 @register("emergent.k_shot_prompt", chapter=CHAPTER, title="A k-shot prompt")
@@ -103,8 +94,7 @@ def check_k_shot_prompt(fn: Any) -> str:
         if not isinstance(got, str):
             raise mismatch(f"{label} should return the prompt as one string.", expected, got,
                            "join the lines with '\\n'.join(lines).")
-        if examples != snapshot:
-            raise CheckFailed(f"{label} changed the list of examples it was given; build a new list instead.")
+        unchanged(label, [examples], [snapshot], ["examples"])
         if got != expected:
             raise mismatch(f"{label} is not the expected prompt.", expected, got,
                            _k_shot_hint(instruction, examples, query, got))
@@ -129,17 +119,15 @@ def check_repeated_sequences(fn: Any) -> str:
         label = f"repeated_sequences({batch}, {length}, {vocab}, generator)"
         got = call(fn, batch, length, vocab, torch.Generator().manual_seed(7), label=label)
         expected_shape = (batch, 2 * length)
-        if not isinstance(got, torch.Tensor):
-            raise mismatch(f"{label} should return a torch.Tensor.", f"a tensor of shape {expected_shape}", got,
-                           "draw the segment with torch.randint and join it to itself with torch.cat.")
+        got = tensor_answer(got, label, expected=f"a tensor of shape {expected_shape}",
+                            hint="draw the segment with torch.randint and join it to itself with "
+                                 "torch.cat.")
         if tuple(got.shape) != expected_shape:
             hint = ("torch.cat joins along dim=1 (time) for two copies side by side; dim=0 would "
                     "stack them as extra rows." if tuple(got.shape) == (2 * batch, length) else
                     "one row per sequence, each twice the segment length.")
             raise mismatch(f"{label} has the wrong shape.", f"shape {expected_shape}", got, hint)
-        if got.dtype != torch.long:
-            raise mismatch(f"{label} should hold token ids as integers (torch.long).", "dtype torch.int64", got,
-                           "torch.randint(high, size, generator=generator) returns torch.long already.")
+        token_ids(got, label, "the batch")
         if int(got.min()) < 0 or int(got.max()) >= vocab:
             raise mismatch(f"{label}: token ids must lie in 0 .. {vocab - 1}.", f"ids in [0, {vocab})",
                         got, "torch.randint(vocab_size, ...) draws from 0 to vocab_size - 1.")
@@ -216,9 +204,9 @@ def check_induction_score(fn: Any) -> str:
     for name, weights, value in named:
         got = call(fn, weights, label=f"induction_score(<{name}, shape ({T}, {T})>)")
         results.append((name, weights, value, got))
-    hits = [_close(got, torch.tensor(1.0, dtype=torch.float64)) for _, _, _, got in results]
+    hits = [same(got, torch.tensor(1.0, dtype=torch.float64)) for _, _, _, got in results]
     for name, weights, value, got in results:
-        if _close(got, torch.tensor(value, dtype=torch.float64)):
+        if same(got, torch.tensor(value, dtype=torch.float64)):
             continue
         if hits[1]:
             hint = ("your score is 1 for the previous-token head: you measured attention to key t - 1. "
@@ -228,9 +216,10 @@ def check_induction_score(fn: Any) -> str:
                     "earlier occurrence of the same token. The induction head looks one further, at "
                     "t - L + 1, the token that came *after* it.")
         else:
-            hint = _matches(got, [(_offset_score(weights, 1, L - 1).double(), ("average over the queries of "
-                                   "the second copy only (t from L to T - 1); earlier tokens have no "
-                                   "earlier occurrence."))]) or (
+            hint = known_mistake(_in_shape(got, torch.Size()), [(
+                _offset_score(weights, 1, L - 1).double(),
+                "average over the queries of the second copy only (t from L to T - 1); earlier "
+                "tokens have no earlier occurrence.")]) or (
                 "average weights[..., t, t - L + 1] over t = L, ..., T - 1, with L = T // 2.")
         raise mismatch(f"induction_score of {name} should be {value}.", value, got, hint)
     for shape, seed in (((12, 12), 0), ((4, 16, 16), 1), ((3, 2, 8, 8), 2), ((2, 1, 2, 2), 3)):
@@ -246,7 +235,7 @@ def check_induction_score(fn: Any) -> str:
             hint = ("return one score per attention map: average over the queries only (the last "
                     "dimension after indexing), keeping the leading dimensions (batch, heads).")
             raise mismatch(f"{label} has the wrong shape.", f"shape {tuple(expected.shape)}", got, hint)
-        if not _close(got, expected):
+        if not same(got, expected):
             Ls = shape[-1] // 2
             variants = [(_offset_score(weights, Ls, Ls), ("you used key t - L (the same token's earlier "
                          "occurrence); the induction target is t - L + 1.")),
@@ -254,7 +243,7 @@ def check_induction_score(fn: Any) -> str:
                         (_offset_score(weights, Ls - 1, Ls - 1), ("start at query t = L, the first token "
                          "of the second copy."))]
             raise mismatch(f"{label} is not the induction score.", expected, got,
-                           _matches(got, variants) or "index weights[..., t, t - L + 1] for t = L .. T - 1, then "
+                           known_mistake(got, variants) or "index weights[..., t, t - L + 1] for t = L .. T - 1, then "
                            "average over that last dimension.")
     return ("Correct: 1 for a perfect induction head, 0 for previous-token and same-token heads, and "
             "the right per-head scores for batches of maps.")
@@ -294,9 +283,8 @@ def check_sequence_logprob(fn: Any) -> str:
         label = f"sequence_logprob(logits {tuple(logits.shape)}, targets {tuple(targets.shape)}) [{name}]"
         got = call(fn, logits.clone(), targets.clone(), label=label)
         expected = reference_sequence_logprob(logits, targets)
-        if not isinstance(got, torch.Tensor):
-            raise mismatch(f"{label} should return a tensor with one log-probability per row.", expected, got)
-        if not _close(got, expected):
+        got = tensor_answer(got, label, expected=expected, hint="one log-probability per row.")
+        if not same(got, expected):
             logp = torch.log_softmax(logits, dim=-1)
             counted = targets != IGNORE_INDEX
             picked = logp.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
@@ -315,7 +303,8 @@ def check_sequence_logprob(fn: Any) -> str:
                  "the token after position t): do not shift them again.")),
             ]
             raise mismatch(f"{label} gives the wrong log-probabilities.", expected, got,
-                           _matches(got, variants) or "gather log_softmax(logits)[b, t, targets[b, t]] and sum "
+                           known_mistake(_in_shape(got, expected.shape), variants)
+                           or "gather log_softmax(logits)[b, t, targets[b, t]] and sum "
                            "over t where targets != -100.")
     return "Correct: the sum of the answer tokens' log-probabilities, with prompt and padding left out."
 
@@ -363,15 +352,15 @@ def check_dpo_loss(fn: Any) -> str:
         if got.numel() != 1:
             raise mismatch(f"{label} should return one number, the mean over the pairs.", expected, got,
                            "finish with .mean().")
-        if not _close(got.reshape(()), expected):
+        if not same(got.reshape(()), expected):
             raise mismatch(f"{label} is not the DPO loss.", expected, got,
-                           _matches(got.reshape(()), _dpo_variants(pc, pr, rc, rr, beta))
+                           known_mistake(got.reshape(()), _dpo_variants(pc, pr, rc, rr, beta))
                            or "loss = -logsigmoid(beta * ((pi_w - ref_w) - (pi_l - ref_l))).mean()")
     # When the policy equals the reference the loss is log 2, whatever the log-probabilities.
-    same = -torch.rand(5, generator=g, dtype=torch.float64) * 50
-    other = -torch.rand(5, generator=g, dtype=torch.float64) * 50
-    got = call(fn, same, other, same.clone(), other.clone(), 0.1, label="dpo_loss(pi, pi_l, pi, pi_l, 0.1)")
-    if not (isinstance(got, torch.Tensor) and _close(got.reshape(()), torch.tensor(math.log(2), dtype=torch.float64))):
+    chosen = -torch.rand(5, generator=g, dtype=torch.float64) * 50
+    rejected = -torch.rand(5, generator=g, dtype=torch.float64) * 50
+    got = call(fn, chosen, rejected, chosen.clone(), rejected.clone(), 0.1, label="dpo_loss(pi, pi_l, pi, pi_l, 0.1)")
+    if not (isinstance(got, torch.Tensor) and same(got.reshape(()), torch.tensor(math.log(2), dtype=torch.float64))):
         raise mismatch("When the policy equals the reference, every margin is 0 and the loss is log 2.",
                        math.log(2), got)
     # A pair the policy gets badly wrong: the loss is large but finite.
@@ -379,7 +368,7 @@ def check_dpo_loss(fn: Any) -> str:
     rc, rr = torch.tensor([-20.0], dtype=torch.float64), torch.tensor([-20.0], dtype=torch.float64)
     got = call(fn, pc, pr, rc, rr, 1.0, label="dpo_loss(<a margin of -2990>, beta=1.0)")
     expected = reference_dpo_loss(pc, pr, rc, rr, 1.0)
-    if not (isinstance(got, torch.Tensor) and torch.isfinite(got).all() and _close(got.reshape(()), expected)):
+    if not (isinstance(got, torch.Tensor) and torch.isfinite(got).all() and same(got.reshape(()), expected)):
         raise mismatch("With a margin of -2990, the loss should be about 2990, not infinite.", expected, got,
                        "torch.log(torch.sigmoid(x)) rounds sigmoid(-2990) to 0 and gives -inf; "
                        "F.logsigmoid(x) computes the same value accurately.")
@@ -396,7 +385,7 @@ def check_dpo_loss(fn: Any) -> str:
     pc2 = pc.detach().clone().requires_grad_(True)
     pr2 = pr.detach().clone().requires_grad_(True)
     reference_dpo_loss(pc2, pr2, rc, rr, 0.5).backward()
-    if not (_close(pc.grad, pc2.grad) and _close(pr.grad, pr2.grad)):
+    if not (same(pc.grad, pc2.grad) and same(pr.grad, pr2.grad)):
         raise mismatch("The gradient of your loss with respect to log pi(chosen) is not DPO's.", pc2.grad, pc.grad)
     return ("Correct: -logsigmoid(beta * margin) averaged over the pairs, log 2 when the policy is the "
             "reference, finite for huge margins, with the right gradients.")

@@ -15,71 +15,30 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Callable
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from llmbook.data import TokenWindows
+from llmbook.datasets import TokenWindows
+from llmbook.exercises.compare import (
+    Mistake,
+    close,
+    head,
+    known_mistake,
+    number,
+    same,
+    tensor_answer,
+    tensor_tuple,
+    token_ids,
+    unchanged,
+)
 from llmbook.exercises.core import CheckFailed, call, describe, mismatch, register
 from llmbook.generate import filtered_probs
 from llmbook.model import IGNORE_INDEX
 
 CHAPTER = "08"
-Mistake = tuple[Callable[..., Any], str]
-
-
-# --------------------------------------------------------------------------- helpers
-
-
-def _same(a: torch.Tensor, b: torch.Tensor, rtol: float = 1e-4, atol: float = 1e-6) -> bool:
-    return (
-        tuple(a.shape) == tuple(b.shape)
-        and bool((torch.isfinite(a) == torch.isfinite(b)).all())
-        and torch.allclose(a.double(), b.double(), rtol=rtol, atol=atol, equal_nan=True)
-    )
-
-
-def _head(t: torch.Tensor, n: int = 8) -> list[float]:
-    """The first few numbers of a tensor, rounded: short enough to read in feedback."""
-    return [round(v, 5) for v in t.detach().double().reshape(-1)[:n].tolist()]
-
-
-def _which_mistake(got: Any, mistakes: list[Mistake], *args: Any) -> str | None:
-    """The explanation of the first known mistake whose output matches ``got``."""
-    for wrong, why in mistakes:
-        try:
-            candidate = wrong(*args)
-        except Exception:  # noqa: BLE001 - a mistake that cannot even run explains nothing
-            candidate = None
-        both_tensors = isinstance(got, torch.Tensor) and isinstance(candidate, torch.Tensor)
-        both_numbers = isinstance(got, numbers.Real) and isinstance(candidate, numbers.Real)
-        if (both_tensors and _same(got, candidate)) or (
-            both_numbers and math.isclose(float(got), float(candidate), rel_tol=1e-6, abs_tol=1e-12)
-        ):
-            return why
-    return None
-
-
-def _unchanged(given: list[torch.Tensor], originals: list[torch.Tensor], label: str) -> None:
-    for g, o in zip(given, originals):
-        if not torch.equal(g, o):
-            raise CheckFailed(
-                f"{label} changed a tensor it was given (an in-place operation such as "
-                f"`logits /= t`, `logits[...] = ...` or `masked_fill_`). Make a new tensor "
-                f"instead (`logits / t`, `logits.masked_fill(...)`): the caller still needs its input."
-            )
-
-
-def _tensor_result(out: Any, label: str, shape: tuple[int, ...], hint: str) -> torch.Tensor:
-    if not isinstance(out, torch.Tensor):
-        raise CheckFailed(f"{label} should return a torch.Tensor, but returned {describe(out)}.\nHint: {hint}")
-    if tuple(out.shape) != shape:
-        raise CheckFailed(
-            f"{label} returned a tensor of shape {tuple(out.shape)}, expected {shape}.\nHint: {hint}"
-        )
-    return out
+ATOL = 1e-6  # probabilities are compared more tightly than the default, near zero especially
 
 
 # --------------------------------------------------------------------------- next-token pairs
@@ -87,7 +46,7 @@ def _tensor_result(out: Any, label: str, shape: tuple[int, ...], hint: str) -> t
 
 def _pairs_ref(tokens: list[int], T: int) -> tuple[torch.Tensor, torch.Tensor]:
     ds = TokenWindows(tokens, T, stride=T)
-    xs, ys = zip(*(ds[i] for i in range(len(ds))))
+    xs, ys = zip(*(ds[i] for i in range(len(ds))), strict=True)
     return torch.stack(xs), torch.stack(ys)
 
 
@@ -121,43 +80,19 @@ def _check_pairs(fn: Any, tokens: Any, T: int, what: str) -> None:
     as_list = [int(v) for v in tokens]
     label = f"next_token_pairs({what}, context_length={T})"
     given = tokens.clone() if isinstance(tokens, torch.Tensor) else list(tokens)
-    try:
-        out = call(fn, given, T, label=label)
-    except CheckFailed as err:
-        if "stack expects" in str(err) or "out of range" in str(err) or "size" in str(err):
-            raise CheckFailed(
-                f"{err}\nHint: with {len(as_list)} tokens there are ({len(as_list)} - 1) // {T} = "
-                f"{(len(as_list) - 1) // T} windows: the last window's targets run one token past "
-                f"its inputs, so a window needs T + 1 tokens, not T."
-            ) from None
-        raise
-    if not (isinstance(out, (tuple, list)) and len(out) == 2 and all(isinstance(o, torch.Tensor) for o in out)):
-        raise CheckFailed(
-            f"{label} should return two tensors, (x, y), but returned {describe(out)}.\n"
-            f"Hint: end with `return x, y`, each of shape (number of windows, context_length)."
-        )
-    x, y = out
+    too_few = (f"with {len(as_list)} tokens there are ({len(as_list)} - 1) // {T} = "
+               f"{(len(as_list) - 1) // T} windows: the last window's targets run one token "
+               f"past its inputs, so a window needs T + 1 tokens, not T.")
+    out = call(fn, given, T, label=label, hints=[("stack expects", too_few),
+                                                 ("out of range", too_few), ("size", too_few)])
+    x, y = tensor_tuple(out, label, ("x", "y"), hint="end with `return x, y`, each of shape "
+                                                     "(number of windows, context_length).")
+    token_ids(x, label, "x")
+    token_ids(y, label, "y")
     ex, ey = _pairs_ref(as_list, T)
-    for name, got in (("x", x), ("y", y)):
-        if got.dtype != torch.long:
-            raise CheckFailed(
-                f"{label}: {name} has dtype {got.dtype}; token ids must be torch.long (int64), "
-                f"which is what nn.Embedding and F.cross_entropy expect.\n"
-                f"Hint: torch.tensor(ids, dtype=torch.long), or .long()."
-            )
-    if tuple(x.shape) == tuple(ex.shape) and tuple(y.shape) == tuple(ey.shape) \
-            and torch.equal(x, ex) and torch.equal(y, ey):
+    if same(x, ex) and same(y, ey):
         return
-    hint = None
-    for wrong, why in _pairs_mistakes(as_list, T):
-        try:
-            wx, wy = wrong()
-        except Exception:  # noqa: BLE001 - this mistake cannot even be built for these inputs
-            wx = wy = torch.empty(0)
-        if tuple(wx.shape) == tuple(x.shape) and torch.equal(wx, x) and tuple(wy.shape) == tuple(y.shape) \
-                and torch.equal(wy, y):
-            hint = why
-            break
+    hint = known_mistake((x, y), _pairs_mistakes(as_list, T))
     if hint is None and tuple(x.shape) != tuple(ex.shape):
         hint = (f"with {len(as_list)} tokens and context_length {T} there are "
                 f"({len(as_list)} - 1) // {T} = {ex.shape[0]} windows, so x and y have shape "
@@ -167,13 +102,13 @@ def _check_pairs(fn: Any, tokens: Any, T: int, what: str) -> None:
     raise CheckFailed(
         f"{label} gives the wrong pairs (first two windows shown).\n  expected: {shown} "
         f"shapes {tuple(ex.shape)}\n  got:      {got} shapes {tuple(x.shape)}, {tuple(y.shape)}"
-        + (f"\nHint: {hint}" if hint else "\nHint: x[i] = tokens[i*T : i*T + T] and y[i] = tokens[i*T + 1 : i*T + T + 1].")
+        + f"\nHint: {hint or 'x[i] = tokens[i*T : i*T + T] and y[i] = tokens[i*T + 1 : i*T + T + 1].'}"
     )
 
 
 @register("pretraining.next_token_pairs", chapter=CHAPTER, title="Next-token training pairs from a token stream")
 def check_next_token_pairs(fn: Any) -> str:
-    """Lists and tensors of several lengths against llmbook.data.TokenWindows(stride=T)."""
+    """Lists and tensors of several lengths against llmbook.datasets.TokenWindows(stride=T)."""
     g = torch.Generator().manual_seed(8)
     _check_pairs(fn, list(range(10, 19)), 4, "tokens=[10, 11, ..., 18] (9 tokens)")
     _check_pairs(fn, list(range(100, 105)), 4, "tokens=[100, ..., 104] (exactly one window)")
@@ -181,7 +116,7 @@ def check_next_token_pairs(fn: Any) -> str:
     stream = torch.randint(0, 257, (103,), generator=g)
     _check_pairs(fn, stream, 8, "a tensor of 103 random token ids")
     _check_pairs(fn, list(b"The cat sat on the mat."), 5, "the bytes of 'The cat sat on the mat.'")
-    return ("Matches llmbook.data.TokenWindows with stride = context_length on lists and "
+    return ("Matches llmbook.datasets.TokenWindows with stride = context_length on lists and "
             "tensors: every target is the next token, windows tile the stream, and none is lost.")
 
 
@@ -231,17 +166,13 @@ def _ce_mistakes() -> list[Mistake]:
 def _run_ce(fn: Any, logits: torch.Tensor, targets: torch.Tensor, what: str) -> None:
     label = f"cross_entropy(logits of shape {tuple(logits.shape)}, targets {targets.tolist()})"
     given = [logits.clone(), targets.clone()]
-    try:
-        out = call(fn, *given, label=label)
-    except CheckFailed as err:
-        if "-100" in str(err):
-            raise CheckFailed(
-                f"{err}\nHint: a target of -100 is not a token id: it marks a position to ignore. "
-                f"Keep only the rows whose target is not -100 (keep = targets != -100) before you "
-                f"pick the target's log-probability."
-            ) from None
-        raise
-    _unchanged(given, [logits, targets], label)
+    ignored = ("a target of -100 is not a token id: it marks a position to ignore. Keep only "
+               "the rows whose target is not -100 (keep = targets != -100) before you pick the "
+               "target's log-probability.")
+    # Where -100 targets are in the input, any error is most likely about them.
+    hints = [("", ignored)] if bool((targets == IGNORE_INDEX).any()) else []
+    out = call(fn, *given, label=label, hints=hints)
+    unchanged(label, given, [logits, targets], ("logits", "targets"))
     if isinstance(out, torch.Tensor) and out.numel() == 1:
         got = out.reshape(()).detach()
     elif isinstance(out, numbers.Real):
@@ -252,14 +183,14 @@ def _run_ce(fn: Any, logits: torch.Tensor, targets: torch.Tensor, what: str) -> 
             f"{describe(out)}.\nHint: average the per-position losses to a single number."
         )
     expected = _ce_ref(logits, targets)
-    if _same(got, expected, rtol=1e-4, atol=1e-5):
+    if same(got, expected):
         return
     if not torch.isfinite(got):
         hint = ("your loss is nan or inf on large logits: exp(1000) overflows. Subtract each row's "
                 "maximum before exponentiating (log_softmax(z) = z - max - log(sum(exp(z - max)))), "
                 "or use torch.logsumexp.")
     else:
-        hint = _which_mistake(got, _ce_mistakes(), logits, targets) or (
+        hint = known_mistake(got, _ce_mistakes(), logits, targets, atol=ATOL) or (
             "loss = mean over kept positions of -(z[target] - logsumexp(z)).")
     raise mismatch(f"{label} is wrong for {what}.", round(float(expected), 6), round(float(got), 6), hint)
 
@@ -289,21 +220,21 @@ def _bpb_ref(loss: float, n_tokens: int, n_bytes: int) -> float:
 
 def _bpb_mistakes() -> list[Mistake]:
     return [
-        (lambda l, t, b: l * t / b,
+        (lambda loss, t, b: loss * t / b,
          "that is nats per byte; one bit is ln 2 ≈ 0.693 nats, so divide by math.log(2)."),
-        (lambda l, t, b: l / math.log(2),
+        (lambda loss, t, b: loss / math.log(2),
          ("that is bits per TOKEN. Spread the token's bits over its bytes: multiply by "
          "n_tokens / n_bytes.")),
-        (lambda l, t, b: l * t / b * math.log(2),
+        (lambda loss, t, b: loss * t / b * math.log(2),
          "you multiplied by ln 2; a nat is 1/ln 2 ≈ 1.443 bits, so DIVIDE by math.log(2)."),
-        (lambda l, t, b: l * b / t / math.log(2),
+        (lambda loss, t, b: loss * b / t / math.log(2),
          ("the ratio is upside down: the total loss is loss × n_tokens, and that total is "
          "shared among n_bytes bytes, so multiply by n_tokens / n_bytes.")),
-        (lambda l, t, b: l * t / b / math.log(10),
+        (lambda loss, t, b: loss * t / b / math.log(10),
          "bits use log base 2: divide by math.log(2), not math.log(10)."),
-        (lambda l, t, b: l * t / b / math.log10(2),
+        (lambda loss, t, b: loss * t / b / math.log10(2),
          "math.log10(2) converts to base 10 digits; for bits divide by math.log(2) (natural log of 2)."),
-        (lambda l, t, b: math.exp(l) * t / b,
+        (lambda loss, t, b: math.exp(loss) * t / b,
          "exp(loss) is the perplexity, not a number of bits: bits = loss (nats) / ln 2."),
     ]
 
@@ -319,14 +250,10 @@ def check_bits_per_byte(fn: Any) -> str:
     ]
     for loss, n_tokens, n_bytes, what in cases:
         label = f"bits_per_byte(loss={loss:.6g}, n_tokens={n_tokens}, n_bytes={n_bytes})"
-        out = call(fn, loss, n_tokens, n_bytes, label=label)
-        if isinstance(out, torch.Tensor) and out.numel() == 1:
-            out = float(out)
-        if not isinstance(out, numbers.Real) or isinstance(out, bool):
-            raise CheckFailed(f"{label} should return a number, but returned {describe(out)}.")
         expected = _bpb_ref(loss, n_tokens, n_bytes)
-        if not math.isclose(float(out), expected, rel_tol=1e-6):
-            hint = _which_mistake(float(out), _bpb_mistakes(), loss, n_tokens, n_bytes) or (
+        out = number(call(fn, loss, n_tokens, n_bytes, label=label), label, expected)
+        if not close(float(out), expected):
+            hint = known_mistake(float(out), _bpb_mistakes(), loss, n_tokens, n_bytes) or (
                 "bits per byte = loss × n_tokens / n_bytes / ln 2: the total loss in nats, "
                 "shared among the bytes, converted to bits.")
             raise mismatch(f"{label} is wrong for {what}.", round(expected, 6), round(float(out), 6), hint)
@@ -371,19 +298,19 @@ def _run_topk(fn: Any, logits: torch.Tensor, temperature: float, k: int, what: s
     label = f"top_k_probs(logits of shape {tuple(logits.shape)}, temperature={temperature}, k={k})"
     given = logits.clone()
     out = call(fn, given, temperature, k, label=label)
-    _unchanged([given], [logits], label)
-    out = _tensor_result(out, label, tuple(logits.shape),
-                         "return one probability per vocabulary token (cut ones are 0), same shape as logits.")
+    unchanged(label, [given], [logits], ["logits"])
+    out = tensor_answer(out, label, shape=logits.shape, hint="return one probability per "
+                        "vocabulary token (cut ones are 0), same shape as logits.")
     expected = filtered_probs(logits.double(), temperature, top_k=k).float()
-    if _same(out, expected, atol=1e-6):
+    if same(out, expected, atol=ATOL):
         return
     if not torch.isfinite(out).all():
         hint = ("your probabilities contain nan or inf. Set the logits you cut to -inf and let "
                 "the softmax turn them into exactly 0; check that at least one logit is kept.")
     else:
-        hint = _which_mistake(out, _topk_mistakes(), logits, temperature, k) or (
+        hint = known_mistake(out, _topk_mistakes(), logits, temperature, k, atol=ATOL) or (
             "divide the logits by the temperature, set all but the k largest to -inf, then softmax.")
-    raise mismatch(f"{label} is wrong for {what} (first values shown).", _head(expected), _head(out), hint)
+    raise mismatch(f"{label} is wrong for {what} (first values shown).", head(expected, 8, 5), head(out, 8, 5), hint)
 
 
 @register("pretraining.top_k_probs", chapter=CHAPTER, title="Temperature and top-k: the distribution to sample from")
@@ -443,22 +370,22 @@ def _run_top_p(fn: Any, logits: torch.Tensor, p: float, what: str) -> None:
     label = f"top_p_probs(logits of shape {tuple(logits.shape)}, p={p})"
     given = logits.clone()
     out = call(fn, given, p, label=label)
-    _unchanged([given], [logits], label)
-    out = _tensor_result(out, label, tuple(logits.shape),
-                         "return one probability per vocabulary token (cut ones are 0), same shape as logits.")
+    unchanged(label, [given], [logits], ["logits"])
+    out = tensor_answer(out, label, shape=logits.shape, hint="return one probability per "
+                        "vocabulary token (cut ones are 0), same shape as logits.")
     expected = _top_p_ref(logits, p)
-    if _same(out, expected, atol=1e-6):
+    if same(out, expected, atol=ATOL):
         return
     if not torch.isfinite(out).all():
         hint = "your probabilities contain nan: is at least one token always kept (the most likely one)?"
     elif (out.sum(-1) == 0).any():
         hint = "a row got no probability at all: the most likely token must always be kept."
     else:
-        hint = _which_mistake(out, _top_p_mistakes(), logits, p) or (
+        hint = known_mistake(out, _top_p_mistakes(), logits, p, atol=ATOL) or (
             "sort the probabilities in descending order, keep a token while the total of the tokens "
             "BEFORE it is still below p, map the decision back to the original order, renormalise. "
             "The batch rows are cut each on its own.")
-    raise mismatch(f"{label} is wrong for {what} (first values shown).", _head(expected), _head(out), hint)
+    raise mismatch(f"{label} is wrong for {what} (first values shown).", head(expected, 8, 5), head(out, 8, 5), hint)
 
 
 @register("pretraining.top_p_probs", chapter=CHAPTER, title="Top-p (nucleus): the smallest set reaching p")
