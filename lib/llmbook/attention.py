@@ -67,10 +67,11 @@ class KVCache:
         B, H, _, D = k.shape
         new_k = k.new_empty(B, H, capacity, D)
         new_v = k.new_empty(B, H, capacity, D)
-        if buf is not None:
+        old_v = self._v[layer]
+        if buf is not None and old_v is not None:
             n = self._filled[layer]
             new_k[:, :, :n] = buf[:, :, :n]
-            new_v[:, :, :n] = self._v[layer][:, :, :n]
+            new_v[:, :, :n] = old_v[:, :, :n]
         self._k[layer], self._v[layer] = new_k, new_v
 
     def append(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

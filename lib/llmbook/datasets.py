@@ -9,6 +9,7 @@ batches them reproducibly. Where the text comes from is ``llmbook.data``'s job.
 from __future__ import annotations
 
 import operator
+from typing import SupportsIndex
 
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -24,11 +25,11 @@ def split_tokens(tokens: torch.Tensor, val_fraction: float = 0.1) -> tuple[torch
 
 def _is_positive_int(value: object) -> bool:
     """An integer (Python, NumPy or a 0-d tensor, but not a bool) of at least 1."""
-    if isinstance(value, bool):
+    if isinstance(value, bool) or not isinstance(value, SupportsIndex):
         return False
     try:
-        return operator.index(value) >= 1  # type: ignore[call-overload]
-    except TypeError:
+        return operator.index(value) >= 1
+    except TypeError:  # a 0-d float tensor has __index__ but refuses it
         return False
 
 

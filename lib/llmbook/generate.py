@@ -9,6 +9,7 @@ gives the same tokens (tested) for a fraction of the work.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 
@@ -103,17 +104,17 @@ def generate(
     """
     if max_new_tokens < 0:
         raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
-    as_list = not isinstance(prompts, torch.Tensor)
     device = next(model.parameters()).device
-    if as_list:
+    key_mask: torch.Tensor | None
+    if isinstance(prompts, torch.Tensor):
+        if prompts.dim() == 1:
+            raise ValueError("prompts must be (batch, time); add a batch dimension with prompts[None]")
+        ids, key_mask = prompts.to(device), None
+    else:
         ids, key_mask = _left_pad(prompts, pad_id=0)
         ids, key_mask = ids.to(device), key_mask.to(device)
         if bool(key_mask.all()):
             key_mask = None
-    else:
-        if prompts.dim() == 1:
-            raise ValueError("prompts must be (batch, time); add a batch dimension with prompts[None]")
-        ids, key_mask = prompts.to(device), None
     B, T = ids.shape
     limit = model.config.n_positions
     if T + max_new_tokens > limit and not crop_context:
@@ -163,7 +164,7 @@ def generate(
     finally:
         model.train(was_training)
     out = seq
-    if not as_list:
+    if isinstance(prompts, torch.Tensor):
         return out
     results = []
     for row, prompt in enumerate(prompts):
@@ -176,10 +177,10 @@ def generate(
 
 def generate_text(
     model: GPT,
-    tokenizer,
+    tokenizer: Any,
     prompt: str,
     max_new_tokens: int,
-    **kwargs,
+    **kwargs: Any,
 ) -> str:
     """Encode ``prompt``, generate, and decode only the new tokens."""
     ids = tokenizer.encode(prompt)

@@ -9,9 +9,11 @@ so the tokenizer works with no network once the file is local.
 from __future__ import annotations
 
 import base64
+import os
 from collections.abc import Iterable
+from collections.abc import Set as AbstractSet
 from functools import lru_cache
-from typing import Any
+from typing import Any, ClassVar
 
 import tiktoken
 
@@ -64,7 +66,7 @@ class CharTokenizer:
         return cls(d["chars"])
 
 
-def load_bpe_ranks(path) -> dict[bytes, int]:
+def load_bpe_ranks(path: str | os.PathLike) -> dict[bytes, int]:
     """Read a ``.tiktoken`` file: one ``base64(token) rank`` pair per line."""
     ranks: dict[bytes, int] = {}
     with open(path, "rb") as f:
@@ -104,13 +106,13 @@ class ByteTokenizer:
     name = "bytes"
     eot_token = 256
     n_vocab = 257
-    special_tokens = {ENDOFTEXT: 256}
+    special_tokens: ClassVar[dict[str, int]] = {ENDOFTEXT: 256}
 
     @property
     def vocab_size(self) -> int:
         return self.n_vocab
 
-    def encode(self, text: str, allowed_special: str | set[str] = frozenset()) -> list[int]:
+    def encode(self, text: str, allowed_special: str | AbstractSet[str] = frozenset()) -> list[int]:
         """UTF-8 bytes of ``text``; ``<|endoftext|>`` becomes id 256 only where allowed.
 
         As in tiktoken, the special token in text you did not allow is an error, because
