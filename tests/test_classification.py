@@ -138,9 +138,18 @@ def test_classifier_output_does_not_depend_on_padding():
     assert not torch.allclose(model(batch.ids)[:1], alone)
 
 
-def test_classifier_replaces_the_language_model_head():
-    model = tiny_classifier()
-    assert isinstance(model.gpt.lm_head, torch.nn.Identity)
+def test_classifier_reads_the_final_hidden_states_and_leaves_the_gpt_a_language_model():
+    torch.manual_seed(0)
+    gpt = GPT(TINY).eval()
+    ids = torch.randint(0, TINY.vocab_size, (3, 6))
+    logits_before, _ = gpt(ids)
+    model = C.GPTClassifier(gpt).eval()
+    # The GPT given to the classifier is not altered: it still predicts the next token.
+    torch.testing.assert_close(gpt(ids)[0], logits_before, atol=0, rtol=0)
+    # The scores are the head applied to the last position's final hidden state.
+    hidden = gpt.hidden_states(ids)
+    torch.testing.assert_close(gpt.lm_head(hidden), logits_before)
+    torch.testing.assert_close(model(ids), model.head(hidden[:, -1]))
     assert model(torch.zeros(3, 6, dtype=torch.long)).shape == (3, 2)
     assert C.GPTClassifier(GPT(TINY), n_classes=5)(torch.zeros(1, 2, dtype=torch.long)).shape == (1, 5)
     with pytest.raises(ValueError, match="at least 2 classes"):

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from llmbook.device import autocast, autocast_dtype, best_device, seed_everything
+from llmbook.device import best_device, seed_everything
 from llmbook.profile import current_profile, pick
 
 
@@ -41,14 +41,6 @@ def test_the_device_variable_overrides_the_hardware(monkeypatch):
     monkeypatch.setenv("LLMBOOK_DEVICE", "abacus")
     with pytest.raises(ValueError, match="LLMBOOK_DEVICE"):
         best_device()
-
-
-def test_cpu_runs_in_fp32_by_default():
-    assert autocast_dtype("cpu") is None
-    with autocast("cpu"):
-        assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.float32
-    with autocast("cpu", dtype=torch.bfloat16):
-        assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.bfloat16
 
 
 def test_seeding_repeats_draws():

@@ -15,12 +15,12 @@ from llmbook.finetune import (
     ALPACA_PREAMBLE,
     RESPONSE_HEADER,
     InstructionDataset,
+    LengthGroupedBatches,
     encode_example,
     finetune,
     format_example,
     format_prompt,
     generate_answers,
-    LengthGroupedBatches,
     load_instruction_data,
     masked_loss,
     masked_targets,
@@ -32,14 +32,13 @@ from llmbook.lora import (
     DEFAULT_TARGETS,
     LoRALinear,
     apply_lora,
-    count_trainable,
     lora_parameter_count,
     lora_parameters,
     merge_lora,
     train_token_rows,
 )
 from llmbook.metrics import exact_match, lcs_length, normalize, rouge_l, score_answers, token_f1
-from llmbook.model import GPT, IGNORE_INDEX
+from llmbook.model import GPT, IGNORE_INDEX, count_trainable
 from llmbook.tokenizers import ByteTokenizer
 from llmbook.train import train
 

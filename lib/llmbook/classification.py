@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import torch
@@ -27,8 +26,8 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from llmbook import data
-from llmbook.model import GPT
 from llmbook.history import History
+from llmbook.model import GPT, ParamCounts, count_trainable
 from llmbook.step import Loss
 from llmbook.train import TrainConfig, batch_indices, fingerprint, fit
 
@@ -232,18 +231,18 @@ def pool_last(hidden: torch.Tensor, mask: torch.Tensor | None = None) -> torch.T
 
 
 class GPTClassifier(nn.Module):
-    """A GPT whose output layer is replaced by a ``n_classes``-way linear head on the last real token.
+    """A GPT with a ``n_classes``-way linear head on the hidden state of the last real token.
 
-    The GPT is taken over, not copied: its ``lm_head`` becomes ``nn.Identity()``, so its
-    forward pass ends with the final layer norm and returns hidden states, and it stops
-    being a language model. Its blocks keep their (possibly pretrained) weights.
+    The GPT is used as it is, not altered: the classifier asks it for its final hidden
+    states (``GPT.hidden_states``, the forward pass without ``lm_head``), so the same model
+    object still works as a language model. Fine-tuning changes its weights, so pass a copy
+    (``copy.deepcopy``) to keep the original.
     """
 
     def __init__(self, gpt: GPT, n_classes: int = 2) -> None:
         super().__init__()
         if n_classes < 2:
             raise ValueError(f"a classifier needs at least 2 classes, got {n_classes}")
-        gpt.lm_head = nn.Identity()
         self.gpt = gpt
         self.head = nn.Linear(gpt.config.n_embd, n_classes)
         nn.init.normal_(self.head.weight, std=0.02)
@@ -251,18 +250,8 @@ class GPTClassifier(nn.Module):
 
     def forward(self, ids: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """Class scores (B, n_classes) for right-padded ``ids`` (B, T); ``mask`` marks real tokens."""
-        hidden, _ = self.gpt(ids)  # (B, T, n_embd), after the final layer norm
+        hidden = self.gpt.hidden_states(ids)  # (B, T, n_embd), after the final layer norm
         return self.head(pool_last(hidden, mask))
-
-
-@dataclass(frozen=True)
-class ParamCounts:
-    trainable: int
-    total: int
-
-    @property
-    def fraction(self) -> float:
-        return self.trainable / self.total
 
 
 def freeze(model: GPTClassifier, trainable: str = "last_block") -> ParamCounts:
@@ -287,12 +276,6 @@ def freeze(model: GPTClassifier, trainable: str = "last_block") -> ParamCounts:
             for p in module.parameters():
                 p.requires_grad_(True)
     return count_trainable(model)
-
-
-def count_trainable(model: nn.Module) -> ParamCounts:
-    """Trainable and total parameters (a shared tensor counts once)."""
-    params = {id(p): p for p in model.parameters()}.values()
-    return ParamCounts(sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params))
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -431,14 +414,12 @@ __all__ = [
     "ClassificationDataset",
     "ClassificationLoss",
     "Example",
-    "GPTClassifier",
-    "ParamCounts",
     "ExampleSplit",
+    "GPTClassifier",
     "accuracy",
     "balanced_split",
     "classify_text",
     "confusion_matrix",
-    "count_trainable",
     "encode_for_classification",
     "freeze",
     "last_token_index",

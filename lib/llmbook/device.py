@@ -1,4 +1,4 @@
-"""Where the model runs: device choice, seeding and mixed precision (chapter 1, chapter 12).
+"""Where the model runs: device choice and seeding (chapter 1); precision is ``llmbook.precision``.
 
 The same notebook runs on a laptop CPU, an Apple GPU and a Colab GPU, so nothing in
 the course hard-codes a device: it asks ``best_device()``.
@@ -6,7 +6,6 @@ the course hard-codes a device: it asks ``best_device()``.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import random
 
@@ -36,25 +35,3 @@ def seed_everything(seed: int) -> torch.Generator:
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
     return torch.Generator().manual_seed(seed)
-
-
-def autocast_dtype(device: torch.device | str) -> torch.dtype | None:
-    """The reduced precision worth using on this device, or None for plain fp32.
-
-    bf16 keeps fp32's exponent range, so it needs no loss scaling; we use it on GPUs
-    that support it. On CPUs bf16 matmuls are often slower than fp32 unless the chip
-    has bf16 instructions, so the CPU default stays fp32 (chapter 12 measures this).
-    """
-    device = torch.device(device)
-    if device.type == "cuda" and torch.cuda.is_bf16_supported():
-        return torch.bfloat16
-    return None
-
-
-def autocast(device: torch.device | str, dtype: torch.dtype | None = None):
-    """A context manager for mixed precision, a no-op where ``dtype`` resolves to None."""
-    device = torch.device(device)
-    dtype = dtype if dtype is not None else autocast_dtype(device)
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)

@@ -126,12 +126,6 @@ def lora_parameters(model: nn.Module) -> list[nn.Parameter]:
     return [p for _, m in lora_layers(model) for p in (m.lora_A, m.lora_B)]
 
 
-def count_trainable(model: nn.Module) -> tuple[int, int]:
-    """(trainable, total) parameter counts; a tied weight counts once, as in ``GPT.num_parameters``."""
-    params = list(model.parameters())  # parameters() already yields a shared tensor once
-    return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
-
-
 def lora_parameter_count(model: nn.Module, r: int, targets: Sequence[str] = DEFAULT_TARGETS) -> int:
     """How many parameters ``apply_lora(model, r, targets=targets)`` would add: r * (in + out) per layer."""
     return sum(r * (m.in_features + m.out_features) for name, m in model.named_modules()
@@ -176,5 +170,5 @@ def merge_lora(model: nn.Module) -> nn.Module:
     return model
 
 
-__all__ = ["DEFAULT_TARGETS", "LoRALinear", "apply_lora", "count_trainable", "lora_layers",
+__all__ = ["DEFAULT_TARGETS", "LoRALinear", "apply_lora", "lora_layers",
            "lora_parameter_count", "lora_parameters", "merge_lora", "train_token_rows"]

@@ -11,6 +11,7 @@ everywhere, with the projections that write into the residual stream scaled down
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -92,22 +93,18 @@ class GPT(nn.Module):
             n -= self.wte.weight.numel() + self.wpe.weight.numel()
         return n
 
-    def forward(
+    def hidden_states(
         self,
         idx: torch.Tensor,
-        targets: torch.Tensor | None = None,
         cache: KVCache | None = None,
         key_mask: torch.Tensor | None = None,
         positions: torch.Tensor | None = None,
-        last_only: bool = False,
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Logits for every position, and the mean cross-entropy when targets are given.
+    ) -> torch.Tensor:
+        """The final hidden states (B, T, n_embd): the forward pass up to, not including, ``lm_head``.
 
-        idx: (B, T) token ids. targets: (B, T) next-token ids, ``-100`` to ignore.
-        With a ``cache`` the tokens continue the cached ones. ``positions`` (B, T)
-        overrides the position ids (generation uses it to skip left padding).
-        ``last_only`` computes logits for the last position only: generation needs nothing
-        else, and the output head is the most expensive layer when the vocabulary is large.
+        idx: (B, T) token ids. With a ``cache`` the tokens continue the cached ones.
+        ``positions`` (B, T) overrides the position ids (generation uses it to skip left
+        padding). A classifier (chapter 9) puts its own head on these states.
         """
         if idx.dim() != 2:
             raise ValueError(f"idx must be a (batch, time) tensor of token ids, got shape {tuple(idx.shape)}")
@@ -123,14 +120,33 @@ class GPT(nn.Module):
             )
         if positions is None:
             positions = torch.arange(past, past + T, device=idx.device).unsqueeze(0)
-        x = self.drop(self.wte(idx) + self.wpe(positions))
+        x = self.drop(self.wte(idx) + self.wpe(positions))  # (B, T, n_embd)
         for i, block in enumerate(self.h):
             x = block(x, cache=cache, layer=i, key_mask=key_mask)
+        return self.ln_f(x)
+
+    def forward(
+        self,
+        idx: torch.Tensor,
+        targets: torch.Tensor | None = None,
+        cache: KVCache | None = None,
+        key_mask: torch.Tensor | None = None,
+        positions: torch.Tensor | None = None,
+        last_only: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Logits for every position, and the mean cross-entropy when targets are given.
+
+        idx: (B, T) token ids. targets: (B, T) next-token ids, ``-100`` to ignore.
+        ``cache``, ``key_mask`` and ``positions`` as in ``hidden_states``. ``last_only``
+        computes logits for the last position only: generation needs nothing else, and the
+        output head is the most expensive layer when the vocabulary is large.
+        """
+        if last_only and targets is not None:
+            raise ValueError("last_only=True returns one position's logits; it cannot compute a loss")
+        x = self.hidden_states(idx, cache=cache, key_mask=key_mask, positions=positions)
         if last_only:
-            if targets is not None:
-                raise ValueError("last_only=True returns one position's logits; it cannot compute a loss")
             x = x[:, -1:, :]
-        logits = self.lm_head(self.ln_f(x))
+        logits = self.lm_head(x)  # (B, T, vocab_size)
         loss = None
         if targets is not None:
             if targets.shape != idx.shape:
@@ -146,4 +162,25 @@ class GPT(nn.Module):
         return cls(GPTConfig.from_preset(name, **overrides))
 
 
-__all__ = ["GPT", "IGNORE_INDEX", "MLP", "Block", "count_parameters"]
+class ParamCounts(NamedTuple):
+    """Trainable and total parameters of a module (see ``count_trainable``)."""
+
+    trainable: int
+    total: int
+
+    @property
+    def fraction(self) -> float:
+        return self.trainable / self.total
+
+
+def count_trainable(model: nn.Module) -> ParamCounts:
+    """How many parameters of ``model`` will learn (``requires_grad``), and how many it has.
+
+    A tied weight (GPT-2's embedding and output head) counts once: ``parameters()`` yields
+    a shared tensor once. Freezing (chapter 9) and LoRA (chapter 10) read their savings here.
+    """
+    params = list(model.parameters())
+    return ParamCounts(sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params))
+
+
+__all__ = ["GPT", "IGNORE_INDEX", "MLP", "Block", "ParamCounts", "count_parameters", "count_trainable"]
