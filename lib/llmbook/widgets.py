@@ -198,7 +198,6 @@ class SamplingPlayground(_FigureApp):
         ])
         for control in (self.prompt, self.temperature, self.top_k, self.top_p, self.seed):
             control.observe(self._on_change, names="value")
-        self.draws = 0
         self.text = ""
         self.render()
 
@@ -297,7 +296,6 @@ class SamplingPlayground(_FigureApp):
                      + wrapped("sampled:    ", self.text) + f"\n(seed {self.seed.value})",
                      va="top", ha="left", family="monospace", fontsize=8.5)
         self.figure.tight_layout()
-        self.draws += 1
         self._refresh_output()
 
     def show(self, prompt: str | None = None, temperature: float | None = None, top_k: int | None = None,
@@ -352,7 +350,6 @@ class AnalogyExplorer(_FigureApp):
         self.widget = widgets.VBox([widgets.HBox([self.a, self.b, self.c, self.word]), self.output])
         for control in (self.a, self.b, self.c, self.word):
             control.observe(self._on_change, names="value")
-        self.draws = 0
         self.render()
 
 
@@ -378,7 +375,6 @@ class AnalogyExplorer(_FigureApp):
         plot_word_scores(right, neighbours, f"nearest neighbours of {word!r}" if neighbours else
                          f"{word!r} is not in the vocabulary", color="#609040")
         self.figure.tight_layout()
-        self.draws += 1
         self._refresh_output()
 
     def show(self, a: str | None = None, b: str | None = None, c: str | None = None,
