@@ -11,7 +11,7 @@ from llmbook.config import GPTConfig
 from llmbook.datasets import TokenWindows
 from llmbook.finetune import InstructionDataset, finetune
 from llmbook.model import GPT
-from llmbook.precision import autocast_dtype, grad_scaler, precision_context, resolve
+from llmbook.precision import autocast_dtype, cpu_has_bf16, grad_scaler, precision_context, resolve
 from llmbook.preference import PreferenceDataset, PreferencePair, dpo_train
 from llmbook.tokenizers import ByteTokenizer
 from llmbook.train import train
@@ -119,3 +119,19 @@ def test_every_loop_trains_in_the_precision_it_is_given(loop, precision, dtype):
     assert seen and all(d == dtype for d in seen[:2]), f"{loop.__name__} computed in {set(seen)}"
     assert all(torch.isfinite(torch.tensor(losses))) and len(losses) == 2
     assert all(p.dtype == torch.float32 for p in model.parameters())
+
+
+def test_cpu_bf16_support_is_read_from_the_cpu_flags(monkeypatch, tmp_path):
+    import builtins
+
+    real_open = builtins.open
+
+    def fake_cpuinfo(flags: str):
+        path = tmp_path / "cpuinfo"
+        path.write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
+        return lambda name, *a, **k: real_open(path if name == "/proc/cpuinfo" else name, *a, **k)
+
+    monkeypatch.setattr(builtins, "open", fake_cpuinfo("fpu avx2 avx512f avx512_bf16"))
+    assert cpu_has_bf16()
+    monkeypatch.setattr(builtins, "open", fake_cpuinfo("fpu avx2 avx512f"))
+    assert not cpu_has_bf16()

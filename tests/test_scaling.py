@@ -21,7 +21,6 @@ from llmbook.scaling import (
     training_flops,
     training_seconds,
 )
-from llmbook.precision import precision_context
 
 
 @pytest.mark.parametrize("attn_impl", ["explicit", "sdpa"])
@@ -104,13 +103,3 @@ def test_measured_throughput_is_consistent():
     assert t.tokens_per_second == pytest.approx(32 / t.seconds_per_step)
     assert t.flops_per_second == pytest.approx(6 * model.num_parameters() * t.tokens_per_second)
     assert all(p.grad is None for p in model.parameters())
-
-
-def test_precision_context_casts_matmuls_only_in_bf16():
-    x, w = torch.randn(2, 4), torch.randn(4, 4)
-    with precision_context("cpu", "bf16"):
-        assert (x @ w).dtype == torch.bfloat16
-    with precision_context("cpu", "fp32"):
-        assert (x @ w).dtype == torch.float32
-    with pytest.raises(ValueError, match="precision"):
-        precision_context("cpu", "fp16")

@@ -56,6 +56,23 @@ def resolve(device: torch.device | str, precision: str = "auto") -> str:
     return "fp32"
 
 
+def cpu_has_bf16() -> bool:
+    """Whether this CPU multiplies bf16 numbers in hardware (AVX-512 BF16 or AMX instructions).
+
+    Without them PyTorch still runs bf16 on the CPU, but by emulation, many times slower
+    than fp32. Read from ``/proc/cpuinfo`` on Linux; elsewhere the answer is False.
+    """
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool(flags & {"avx512_bf16", "amx_bf16"})
+    except OSError:
+        pass
+    return False
+
+
 def autocast_dtype(device: torch.device | str, precision: str = "auto") -> torch.dtype | None:
     """The dtype autocast computes in for ``precision`` on ``device``, or None for plain fp32."""
     return _DTYPES.get(resolve(device, precision))
@@ -89,5 +106,5 @@ def grad_scaler(device: torch.device | str, precision: str = "auto") -> torch.am
     return torch.amp.GradScaler(device.type if enabled else "cpu", enabled=enabled)
 
 
-__all__ = ["PRECISIONS", "autocast_dtype", "check_precision", "grad_scaler", "precision_context",
+__all__ = ["PRECISIONS", "autocast_dtype", "check_precision", "cpu_has_bf16", "grad_scaler", "precision_context",
            "resolve"]
