@@ -21,7 +21,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from torch.utils.data import Dataset
 
 from llmbook import distributed
 from llmbook.checkpoint import save_model
@@ -30,7 +29,7 @@ from llmbook.data import load_corpus
 from llmbook.datasets import TokenWindows, split_tokens
 from llmbook.device import seed_everything
 from llmbook.model import GPT, IGNORE_INDEX
-from llmbook.train import TrainConfig, batch_indices, train
+from llmbook.train import PairDataset, TrainConfig, batch_indices, train
 
 MODEL = GPTConfig(vocab_size=257, n_positions=64, n_embd=64, n_layer=2, n_head=4, dropout=0.0,
                   name="ddp-demo")
@@ -50,14 +49,14 @@ def token_stream(source: str) -> torch.Tensor:
     raise ValueError(f"unknown data source {source!r}; choose 'shakespeare' or 'synthetic'")
 
 
-class MaskedTargets(Dataset):
+class MaskedTargets:
     """``dataset`` with every target that is a multiple of 3 set to ``IGNORE_INDEX``."""
 
-    def __init__(self, dataset: Dataset) -> None:
+    def __init__(self, dataset: PairDataset) -> None:
         self.dataset = dataset
 
     def __len__(self) -> int:
-        return len(self.dataset)  # type: ignore[arg-type]
+        return len(self.dataset)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         x, y = self.dataset[i]
@@ -90,8 +89,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
         seed_everything(0)
         model = GPT(MODEL).to(device)
         train_ids, val_ids = split_tokens(token_stream(args.data), 0.1)
-        train_ds: Dataset = TokenWindows(train_ids, MODEL.n_positions)
-        val_ds: Dataset = TokenWindows(val_ids, MODEL.n_positions)
+        train_ds: PairDataset = TokenWindows(train_ids, MODEL.n_positions)
+        val_ds: PairDataset = TokenWindows(val_ids, MODEL.n_positions)
         if args.mask_targets:
             train_ds, val_ds = MaskedTargets(train_ds), MaskedTargets(val_ds)
         cfg = TrainConfig(max_steps=args.steps, batch_size=args.batch_size, grad_accum_steps=args.grad_accum,

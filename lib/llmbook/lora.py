@@ -112,7 +112,9 @@ def apply_lora(model: nn.Module, r: int, alpha: float = 1.0, targets: Sequence[s
     for p in model.parameters():
         p.requires_grad_(False)
     for name in found:
-        _set_module(model, name, LoRALinear(model.get_submodule(name), r, alpha, dropout))
+        layer = model.get_submodule(name)
+        assert isinstance(layer, nn.Linear)  # found lists nn.Linear layers only
+        _set_module(model, name, LoRALinear(layer, r, alpha, dropout))
     return found
 
 

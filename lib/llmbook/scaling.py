@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import torch
 
 from llmbook.config import GPTConfig
+from llmbook.model import GPT
 from llmbook.precision import precision_context
 
 # Bytes per parameter of the model states that Adam training keeps (ZeRO paper, section 3.1).
@@ -181,7 +182,7 @@ class Throughput:
     seq_len: int
 
 
-def measure_throughput(model: torch.nn.Module, batch_size: int, seq_len: int, steps: int = 2, warmup: int = 1,
+def measure_throughput(model: GPT, batch_size: int, seq_len: int, steps: int = 2, warmup: int = 1,
                        precision: str = "fp32") -> Throughput:
     """Time ``steps`` forward + backward passes of ``model`` on random tokens (after ``warmup``).
 

@@ -170,7 +170,9 @@ def collect_attention(model: GPT, idx: torch.Tensor) -> torch.Tensor:
     if idx.dim() == 1:
         raise ValueError("idx must be (batch, time); for one sentence pass ids[None]")
     was_training = model.training
-    attentions = [block.attn for block in model.h]
+    from llmbook.attention import CausalSelfAttention  # import late: viz stays light
+
+    attentions = [m for m in model.modules() if isinstance(m, CausalSelfAttention)]  # layer by layer
     kept = [a.keep_weights for a in attentions]
     try:
         model.eval()
@@ -178,9 +180,9 @@ def collect_attention(model: GPT, idx: torch.Tensor) -> torch.Tensor:
             a.keep_weights = True
             a.last_weights = None
         model(idx)
-        maps = [a.last_weights for a in attentions]
+        maps = [a.last_weights for a in attentions if a.last_weights is not None]
     finally:
-        for a, flag in zip(attentions, kept):
+        for a, flag in zip(attentions, kept, strict=True):
             a.keep_weights = flag
             if not flag:
                 a.last_weights = None

@@ -28,6 +28,9 @@ class _FigureApp:
     """
 
     _batch = False
+    widget: Any  # ipywidgets.VBox: the whole app
+    output: Any  # ipywidgets.Output: where the figure goes
+    figure: Any  # matplotlib Figure
 
     def render(self) -> None:  # pragma: no cover - every app defines it
         raise NotImplementedError
