@@ -3,6 +3,7 @@
 #               executes every chapter and solutions notebook once), the site in headless
 #               Chromium, and the Colab simulation
 #   make book   build the whole book (executes the chapters) into _build/html
+#   make lint   ruff and mypy, as CI runs them before the tests
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -11,13 +12,13 @@ WORKERS ?= auto
 # Notebooks executed at once by the book build, one thread each (auto: CPU cores, at most 4).
 JOBS ?= auto
 
-.PHONY: test book html setup clean gpu-check
+.PHONY: test book html setup clean gpu-check lint
 
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[test,book]"
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[test,book,lint]"
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (llmbook)" >/dev/null
 	touch $@
 
@@ -28,6 +29,12 @@ test: setup
 
 book: setup
 	@$(MAKE) --no-print-directory html
+
+# The lint gate, run by CI before the tests: ruff (rules in pyproject.toml; the chapters,
+# exercises and solutions notebooks included) and mypy on lib/llmbook.
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 # The book from a clean _build, without the set-up step (tests/test_site.py runs this with
 # its own Python): MathJax and the widget manager from npm (sha512-checked) so the site

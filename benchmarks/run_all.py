@@ -45,7 +45,7 @@ def run(quick: bool = False, output: Path | None = None) -> dict:
         try:
             res = module.run(quick=quick)
             body = module.report(res)
-        except Exception as err:  # noqa: BLE001 (one broken benchmark must not hide the others)
+        except Exception as err:
             traceback.print_exc()
             res = {"error": f"{type(err).__name__}: {err}"}
             body = f"**FAILED**: `{res['error']}`"

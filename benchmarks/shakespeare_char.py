@@ -142,7 +142,7 @@ def run_recipe(recipe: Recipe, train_set, val_set, vocab_size: int, seed: int = 
     # No val_data: train() then never evaluates, so history.seconds is training alone.
     history = train(model, clock, None, cfg)
     ended = time.perf_counter()
-    steps = [b - a for a, b in zip(clock.stamps, clock.stamps[1:] + [ended])]
+    steps = [b - a for a, b in zip(clock.stamps, [*clock.stamps[1:], ended], strict=True)]
     median_step = statistics.median(steps)
     began = time.perf_counter()
     val_loss = evaluate(model, val_set, batch_size=EVAL_BATCH, max_batches=eval_batches,

@@ -83,7 +83,7 @@ def measure_shape(shape: Shape, repeats: int, warmup: int, steps: int | None = N
     first = {name: train_step(m, o, x, y) for name, (m, o) in variants.items()}
     if abs(first["sdpa"] - first["explicit"]) > 1e-4:
         raise AssertionError(f"sdpa and explicit disagree on the first loss: {first}")
-    for name, (m, o) in variants.items():
+    for m, o in variants.values():
         for _ in range(warmup):
             train_step(m, o, x, y)
 

@@ -28,7 +28,7 @@ def test_shards_are_equal_disjoint_and_put_back_the_batch():
 
 
 def test_uneven_shards_are_refused_with_a_suggestion():
-    with pytest.raises(ValueError, match="multiple of the number of processes.*8 or 12"):
+    with pytest.raises(ValueError, match=r"multiple of the number of processes.*8 or 12"):
         distributed.shard(torch.arange(10), 0, 4)
     with pytest.raises(ValueError, match="rank"):
         distributed.shard(torch.arange(8), 2, 2)

@@ -335,7 +335,7 @@ def visits(browser, server):
                 if formula.count():
                     formula.scroll_into_view_if_needed()
                     page.screenshot(path=str(SCREENSHOTS / "chapter-math.png"))
-        except Exception as err:  # noqa: BLE001 - a page that hangs or crashes fails its own tests
+        except Exception as err:
             visit.page_errors.append(f"the page did not finish loading: {err}")
         finally:
             if context is not None:
@@ -361,7 +361,8 @@ def test_page_loads_without_errors_or_outside_requests(visits, page):
 def test_formulas_render_and_widgets_load(visits, page):
     f = visits[page].facts
     assert f["math_rendered"] == f["math_elements"], (
-        f"{page}: {f['math_elements'] - f['math_rendered']} of {f['math_elements']} formulas were not typeset by MathJax"
+        f"{page}: {f['math_elements'] - f['math_rendered']} of {f['math_elements']} formulas were not "
+        "typeset by MathJax"
     )
     assert not f["math_errors"], f"{page}: MathJax could not typeset: {f['math_errors']}"
     if f["widget_views"]:

@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from llmbook import GPT, GPTConfig
-from llmbook.model import IGNORE_INDEX
 from llmbook.data import TokenWindows
 from llmbook.history import History
+from llmbook.model import IGNORE_INDEX
 from llmbook.step import configure_optimizer, lr_at
 from llmbook.train import TrainConfig, batch_indices, evaluate, train
 
@@ -173,7 +173,7 @@ def test_training_leaves_the_model_in_the_mode_it_found(data):
 def test_resume_refuses_a_changed_setting_and_names_it(tmp_path, data, change):
     kw = dict(max_steps=30, batch_size=8, lr=2e-3, warmup_steps=5, eval_interval=0, progress=False, seed=7)
     train(fresh(), data[0], **kw, checkpoint_path=str(tmp_path / "ck.safetensors"), checkpoint_interval=10)
-    (name, value), = change.items()
+    (name,) = change
     with pytest.raises(ValueError, match=f"{name}=.*allow_changes"):
         train(fresh(), data[0], **{**kw, **change}, resume_from=tmp_path / "ck.safetensors")
     # Saying so on purpose continues with the new value.

@@ -173,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
             name = str(path.relative_to(ROOT))
             try:
                 out = future.result()
-            except Exception as err:  # noqa: BLE001 - a crashed worker is reported like a failing cell
+            except Exception as err:
                 out = {
                     "notebook": None,
                     "seconds": None,

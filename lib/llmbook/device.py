@@ -32,6 +32,6 @@ def best_device() -> torch.device:
 def seed_everything(seed: int) -> torch.Generator:
     """Seed Python, NumPy and torch (all devices); returns a torch Generator with that seed."""
     random.seed(seed)
-    np.random.seed(seed % 2**32)
+    np.random.seed(seed % 2**32)  # noqa: NPY002 - seeds the global RNG that learners' np.random calls use
     torch.manual_seed(seed)
     return torch.Generator().manual_seed(seed)

@@ -245,7 +245,7 @@ def nearest(vectors: torch.Tensor, vocab: Vocabulary, query: str | torch.Tensor,
     sims = unit @ q
     sims[_ids(vocab, exclude)] = -math.inf
     top = sims.topk(min(k, len(vocab) - len(set(exclude))))
-    return [(vocab.words[i], round(s, 4)) for i, s in zip(top.indices.tolist(), top.values.tolist())]
+    return [(vocab.words[i], round(s, 4)) for i, s in zip(top.indices.tolist(), top.values.tolist(), strict=True)]
 
 
 def analogy(vectors: torch.Tensor, vocab: Vocabulary, a: str, b: str, c: str, k: int = 10
@@ -278,7 +278,7 @@ class AnalogyScore:
         return (self.top1 if top == 1 else self.topk) / self.covered if self.covered else 0.0
 
     def __add__(self, other: AnalogyScore) -> AnalogyScore:
-        return AnalogyScore(*(x + y for x, y in zip(vars(self).values(), vars(other).values())))
+        return AnalogyScore(*(x + y for x, y in zip(vars(self).values(), vars(other).values(), strict=True)))
 
 
 def evaluate_analogies(vectors: torch.Tensor, vocab: Vocabulary,

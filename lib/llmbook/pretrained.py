@@ -30,10 +30,11 @@ from llmbook.atomic import file_lock
 from llmbook.checkpoint import load_checkpoint, save_model
 from llmbook.config import GPTConfig
 from llmbook.device import seed_everything
+from llmbook.history import History
 from llmbook.model import GPT
 from llmbook.profile import current_profile
 from llmbook.tokenizers import ByteTokenizer, gpt2_tokenizer, tokenizer_from_dict
-from llmbook.train import History, TrainConfig, evaluate, train
+from llmbook.train import TrainConfig, evaluate, train
 
 
 @dataclass(frozen=True)

@@ -259,7 +259,7 @@ class SamplingPlayground(_FigureApp):
 
         try:
             text = self.tokenizer.decode([token_id])
-        except Exception:  # noqa: BLE001 - a label is never worth a crash
+        except Exception:
             text = f"#{token_id}"
         return readable_token(text) if text.isprintable() or text in (" ", "\n", "\t") else f"#{token_id}"
 
