@@ -398,6 +398,20 @@ def test_usage_errors_exit_2(tmp_path: Path) -> None:
     assert err.value.code == 2
 
 
+def test_a_missing_grader_dependency_names_the_extra_that_installs_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setitem(sys.modules, "nbclient", None)  # as if it were not installed
+    notebook = tmp_path / "01_what_is_an_llm.ipynb"
+    notebook.write_text("{}", encoding="utf-8")
+    with pytest.raises(SystemExit) as err:
+        main([str(notebook), "--out", str(tmp_path / "report.json")])
+    assert err.value.code == 2
+    message = capsys.readouterr().err
+    assert "nbclient" in message and 'pip install "llmbook[grade]"' in message
+    assert not (tmp_path / "report.json").exists()
+
+
 
 @pytest.mark.parametrize(
     "name", sorted(p.name for p in (ROOT / "solutions").glob("*.ipynb") if p.name[:2] != "01")

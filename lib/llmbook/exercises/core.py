@@ -302,8 +302,8 @@ def describe(value: Any, limit: int = 200) -> str:
             return f"a tensor of shape {tuple(value.shape)}, dtype {value.dtype}: {with_values}"
     except ImportError:  # pragma: no cover - torch is a dependency
         pass
-    text = _trim(value, limit)
-    return f"{text} (a {type(value).__name__})"
+    text, kind = _trim(value, limit), type(value).__name__
+    return f"{text} ({'an' if kind[0] in 'aeiou' else 'a'} {kind})"
 
 
 def mismatch(what: str, expected: Any, got: Any, hint: str = "") -> CheckFailed:

@@ -14,12 +14,15 @@ The checks expected are all registered checks of the notebook's chapter (from it
 metadata ``{"llmbook": {"chapter": "01"}}``, else its file name ``01_...``). A check
 that never reported scores zero with a reason. Whatever the notebook does (raise, hang,
 print garbage, kill its kernel, not even be JSON), the grader writes a report and exits
-0; only a usage error (such as a missing file) exits 2.
+0; only a usage error (such as a missing file) exits 2, and so does a grader whose own
+dependencies (the ``grade`` extra: nbclient, nbformat, ipykernel) are not installed, with
+the command that installs them.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import math
 import os
@@ -38,10 +41,28 @@ from llmbook.exercises.core import (
     normalise_chapter,
 )
 
+GRADE_DEPENDENCIES = ("nbclient", "nbformat", "ipykernel")
+"""What the grader needs to run a notebook in a kernel, beyond llmbook's core dependencies:
+the ``grade`` extra (check() itself needs none of it)."""
+INSTALL_GRADE = 'pip install "llmbook[grade]"'
+
 # The grader keeps only this much of a cell's output: enough to explain an error, and
 # a notebook that prints without end cannot exhaust the grader's memory.
 MAX_OUTPUTS_PER_CELL = 200
 MAX_OUTPUT_CHARS_PER_CELL = 200_000
+
+
+def missing_dependencies() -> list[str]:
+    """The grader's own dependencies (the ``grade`` extra) that this Python cannot import."""
+    missing = []
+    for name in GRADE_DEPENDENCIES:
+        try:
+            found = importlib.util.find_spec(name) is not None
+        except (ImportError, ValueError):
+            found = False
+        if not found:
+            missing.append(name)
+    return missing
 
 
 def chapter_of(path: Path, nb: dict[str, Any] | None) -> str | None:
@@ -81,7 +102,7 @@ def _make_client(nb: Any, workdir: Path, cell_timeout: float) -> Any:
     class BoundedClient(NotebookClient):
         _kept: dict[int, int]
 
-        def output(self, outs, msg, display_id, cell_index):  # type: ignore[no-untyped-def]
+        def output(self, outs, msg, display_id, cell_index):
             is_error = msg.get("msg_type") == "error"
             size = len(json.dumps(msg.get("content", {}), default=str))
             kept = self._kept.get(cell_index, 0)
@@ -306,8 +327,7 @@ def summary(report: dict[str, Any]) -> str:
         if len(first) > 70:
             first = first[:67] + "..."
         rows.append(f"  {mark} {c['name']:<{width}}  {c['points']}/{c['max_points']}  {first}")
-    for problem in report["problems"]:
-        rows.append(f"  ! {problem}")
+    rows.extend(f"  ! {problem}" for problem in report["problems"])
     rows.append(f"Score: {report['score']}/{report['max_score']} ({report['seconds']:.1f} s)")
     return "\n".join(rows)
 
@@ -326,6 +346,14 @@ def main(argv: list[str] | None = None) -> int:
         help="seconds per check, replacing each check's own limit",
     )
     args = parser.parse_args(argv)
+    missing = missing_dependencies()
+    if missing:
+        parser.exit(2, (
+            f"llmbook-grade: error: the grader needs {', '.join(missing)}, which this Python "
+            f"({sys.executable}) cannot import. Install the grader's dependencies (the grade "
+            f"extra):\n    {INSTALL_GRADE}\n"
+            f"(in a clone of the course, the README's set-up installs them too).\n"
+        ))
     if not args.notebook.is_file():
         parser.error(f"no such notebook: {args.notebook}")
     for option in ("cell_timeout", "total_timeout", "check_timeout"):
