@@ -88,7 +88,7 @@ def matches(got: Any, candidate: Any, *, rtol: float = RTOL, atol: float = ATOL)
         return close(float(got), float(candidate))
     try:
         return bool(got == candidate)
-    except Exception:  # noqa: BLE001 - a value that cannot even be compared is not equal
+    except Exception:  # a value that cannot even be compared is not equal
         return False
 
 
@@ -104,7 +104,7 @@ def known_mistake(got: Any, mistakes: Sequence[Mistake], *args: Any,
         if callable(wrong):
             try:
                 wrong = wrong(*args)
-            except Exception:  # noqa: BLE001 - a mistake that cannot run explains nothing
+            except Exception:  # a mistake that cannot run explains nothing
                 continue
         if matches(got, wrong, rtol=rtol, atol=atol):
             return why

@@ -283,7 +283,7 @@ def call(fn: Any, *args: Any, label: str, hints: Sequence[tuple[str, str]] = ())
         raise NotWritten(str(err)) from None
     except CheckFailed:
         raise
-    except Exception as err:  # noqa: BLE001 - the learner's bug, reported rather than raised
+    except Exception as err:  # the learner's bug, reported rather than raised
         hint = next((h for text, h in hints if text in f"{type(err).__name__}: {err}"), "")
         raise CheckFailed(
             f"Calling {label} raised {type(err).__name__}: {err}\n"
@@ -347,7 +347,7 @@ def _run(check_: Check, answer: Any, limit: float | None) -> tuple[bool, str]:
         return False, str(failure)
     except KeyboardInterrupt:
         return False, "The check was interrupted before it finished; run it again."
-    except Exception as err:  # noqa: BLE001 - a wrong type upset the checker, or a checker bug
+    except Exception as err:  # a wrong type upset the checker, or a checker bug
         return False, (
             f"Checking your answer raised {type(err).__name__}: {err}. This usually means "
             f"the answer has an unexpected type or shape; compare it with the task's example."

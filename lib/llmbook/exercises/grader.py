@@ -184,7 +184,7 @@ def _execute(
                 if time.monotonic() - cell_started >= limit:
                     run.timed_out[index] = limit
                     problems.append(f"cell {index} ran longer than {limit:g} s and was interrupted")
-    except Exception as err:  # noqa: BLE001 - a kernel that will not start, a broken client
+    except Exception as err:  # a kernel that will not start, a broken client
         stopped = f"the notebook could not be run to the end ({type(err).__name__}: {err})"
         problems.append(stopped)
     run.stopped = stopped
@@ -242,7 +242,7 @@ def grade(
     nb = None
     try:
         nb = nbformat.read(str(notebook), as_version=4)
-    except Exception as err:  # noqa: BLE001 - not JSON, not a notebook, unreadable
+    except Exception as err:  # not JSON, not a notebook, unreadable
         run.stopped = f"the notebook could not be read ({type(err).__name__}: {err})"
         run.problems.append(run.stopped)
     chapter = chapter_of(notebook, nb)
@@ -303,7 +303,7 @@ def _failure_report(notebook: Path, problem: str) -> dict[str, Any]:
     try:
         chapter = chapter_of(notebook, None)
         expected = checks_for_chapter(chapter) if chapter else []
-    except Exception:  # noqa: BLE001 - already reporting a failure; list no checks then
+    except Exception:  # already reporting a failure; list no checks then
         chapter, expected = None, []
     checks = [
         {"name": c.name, "passed": False, "points": 0, "max_points": c.points,
@@ -369,7 +369,7 @@ def main(argv: list[str] | None = None) -> int:
             total_timeout=args.total_timeout,
             check_timeout=args.check_timeout,
         )
-    except Exception as err:  # noqa: BLE001 - last line of defence: a report, not a traceback
+    except Exception as err:  # last line of defence: a report, not a traceback
         report = _failure_report(args.notebook, f"the grader failed: {type(err).__name__}: {err}")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

@@ -64,7 +64,7 @@ def check_rank_shard(fn: Any) -> str:
             unchanged(label, [given], [batch], ["batch"])
             try:
                 got_t = torch.as_tensor(got)
-            except Exception:  # noqa: BLE001 - anything that is not a sequence of indices
+            except Exception:  # anything that is not a sequence of indices
                 raise CheckFailed(f"{label} should return a tensor of indices, but returned "
                                   f"{describe(got)}.") from None
             expected = _shard_ref(batch, rank, world)
@@ -86,7 +86,7 @@ def check_rank_shard(fn: Any) -> str:
         pass
     except NotImplementedError as err:
         raise NotWritten(str(err)) from None
-    except Exception as err:  # noqa: BLE001 - the wrong kind of error
+    except Exception as err:  # the wrong kind of error
         raise CheckFailed(
             f"{label} raised {type(err).__name__}: {err}. A batch of 10 cannot be split evenly across "
             f"4 ranks, and that should raise a ValueError (raise ValueError('...'))."
