@@ -1,11 +1,14 @@
-"""The grading system: ``check`` gives actionable feedback and survives bad answers, and the
-grader scores whole notebooks honestly (full, zero, partial) whatever the notebook does."""
+"""The grading system: ``check`` survives bad answers and finds each chapter's checks without
+importing the others', and the grader scores whole notebooks honestly (full, zero, partial)
+whatever the notebook does. What each chapter's checks accept and turn down is in
+test_exercises_checks.py and its tables."""
 
 from __future__ import annotations
 
 import json
 import math
 import os
+import pkgutil
 import signal
 import subprocess
 import sys
@@ -15,10 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
 
-from llmbook.exercises import CheckResult, check, checks_for_chapter
-from llmbook.exercises.core import REPORT_ENV, TIMEOUT_ENV
+from llmbook.exercises import CheckResult, check, checks_for_chapter, registry
+from llmbook.exercises.core import CHECK_MODULES, CHECKS_PACKAGE, REPORT_ENV, TIMEOUT_ENV
 from llmbook.exercises.grader import chapter_of, main, read_report_lines
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,130 +34,18 @@ on_main_thread = pytest.mark.skipif(
 )
 
 
-@pytest.fixture(autouse=True)
-def _no_grading_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Unit tests must not write into a real grading report or inherit a time limit."""
-    monkeypatch.delenv(REPORT_ENV, raising=False)
-    monkeypatch.delenv(TIMEOUT_ENV, raising=False)
+# --------------------------------------------------------------------------- check()
 
 
-# --------------------------------------------------------------------------- reference answers
-
-
-def build_vocab(text: str) -> tuple[dict[str, int], dict[int, str]]:
-    stoi = {c: i for i, c in enumerate(sorted(set(text)))}
-    return stoi, {i: c for c, i in stoi.items()}
-
-
-def encode(text: str, stoi: dict[str, int]) -> list[int]:
-    return [stoi[c] for c in text]
-
-
-def decode(ids: list[int], itos: dict[int, str]) -> str:
-    return "".join(itos[i] for i in ids)
-
-
-def softmax_with_temperature(logits: torch.Tensor, temperature: float) -> torch.Tensor:
-    z = logits / temperature
-    e = torch.exp(z - z.max(dim=-1, keepdim=True).values)
-    return e / e.sum(dim=-1, keepdim=True)
-
-
-def count_parameters(v: int, t: int, d: int, n: int) -> int:
-    return v * d + t * d + n * (12 * d * d + 13 * d) + 2 * d
-
-
-# --------------------------------------------------------------------------- check(): unit tests
-
-
-def test_correct_answers_pass_and_say_so(capsys: pytest.CaptureFixture[str]) -> None:
-    answers = {
-        "intro.char_tokenizer": (build_vocab, encode, decode),
-        "intro.softmax_with_temperature": softmax_with_temperature,
-        "intro.count_parameters": count_parameters,
-        "intro.perplexity": math.exp,
-    }
-    assert sorted(answers) == sorted(CHAPTER_01)
-    for name, answer in answers.items():
-        result = check(name, answer)
-        assert isinstance(result, CheckResult)
-        assert result.passed and result.points == result.max_points == 1, result.feedback
-        assert result.seconds >= 0
+def test_a_check_prints_its_verdict_and_returns_it(capsys: pytest.CaptureFixture[str]) -> None:
+    passed = check("intro.perplexity", math.exp)
+    failed = check("intro.perplexity", lambda loss: 2**loss)
+    assert isinstance(passed, CheckResult) and passed and passed.points == passed.max_points == 1
+    assert passed.seconds >= 0
+    assert not failed and failed.points == 0 and failed.max_points == 1
     out = capsys.readouterr().out
-    assert out.count("✅") == 4 and "❌" not in out
-
-
-def test_wrong_perplexity_names_the_input_the_values_and_the_mistake() -> None:
-    result = check("intro.perplexity", lambda loss: 2**loss)
-    assert not result.passed and result.points == 0 and result.max_points == 1
-    assert "perplexity(" in result.feedback
-    assert "expected" in result.feedback and "got" in result.feedback
-    assert "math.exp" in result.feedback  # the hint: nats need e, not 2
-
-
-def test_wrong_perplexity_on_ln65_explains_the_uniform_guess() -> None:
-    # Right everywhere except near ln 65, so the ln 65 case is the one that fails.
-    result = check("intro.perplexity", lambda x: math.exp(x) + (1.0 if 4 < x < 5 else 0.0))
-    assert not result.passed
-    assert "65" in result.feedback and "uniformly" in result.feedback
-
-
-@pytest.mark.parametrize(
-    ("mistake", "hint"),
-    [
-        (lambda v, t, d, n: count_parameters(v, t, d, n) + v * d, "lm_head"),
-        (lambda v, t, d, n: count_parameters(v, t, d, n) - t * d, "position embeddings"),
-        (lambda v, t, d, n: count_parameters(v, t, d, n) - 9 * n * d, "biases"),
-        (lambda v, t, d, n: count_parameters(v, t, d, n) - n * 13 * d - 2 * d, "layer norms"),
-    ],
-)
-def test_count_parameters_recognises_mistakes_by_the_size_of_the_error(mistake, hint) -> None:
-    result = check("intro.count_parameters", mistake)
-    assert not result.passed
-    assert "124,439,808" in result.feedback  # GPT-2 small is tried first
-    assert hint in result.feedback
-
-
-def test_count_parameters_wants_an_int() -> None:
-    result = check("intro.count_parameters", lambda *a: float(count_parameters(*a)))
-    assert not result.passed and "int" in result.feedback
-
-
-def test_softmax_feedback_points_at_the_missing_max_and_the_ignored_temperature() -> None:
-    def unstable(logits: torch.Tensor, temperature: float) -> torch.Tensor:
-        e = torch.exp(logits / temperature)
-        return e / e.sum(dim=-1, keepdim=True)
-
-    result = check("intro.softmax_with_temperature", unstable)
-    assert not result.passed and "subtract the max" in result.feedback
-
-    result = check("intro.softmax_with_temperature", lambda x, t: softmax_with_temperature(x, 1.0))
-    assert not result.passed and "temperature" in result.feedback
-    assert "divide" in result.feedback
-
-
-def test_softmax_rejects_changing_the_callers_logits() -> None:
-    def in_place(logits: torch.Tensor, temperature: float) -> torch.Tensor:
-        logits -= logits.max(dim=-1, keepdim=True).values
-        return softmax_with_temperature(logits, temperature)
-
-    result = check("intro.softmax_with_temperature", in_place)
-    assert not result.passed and "in-place" in result.feedback
-
-
-def test_tokenizer_feedback_for_first_seen_order_and_missing_join() -> None:
-    def first_seen(text: str) -> tuple[dict[str, int], dict[int, str]]:
-        stoi = {c: i for i, c in enumerate(dict.fromkeys(text))}
-        return stoi, {i: c for c, i in stoi.items()}
-
-    result = check("intro.char_tokenizer", (first_seen, encode, decode))
-    assert not result.passed and "sorted(set(text))" in result.feedback
-
-    result = check("intro.char_tokenizer", (build_vocab, encode, lambda ids, itos: list(ids)))
-    assert not result.passed and "''.join" in result.feedback
-
-    result = check("intro.char_tokenizer", build_vocab)  # forgot to pass all three
-    assert not result.passed and "(build_vocab, encode, decode)" in result.feedback
+    assert "✅ intro.perplexity: passed (1/1 point" in out
+    assert "❌ intro.perplexity: not passed yet (0/1 point)" in out
 
 
 def test_an_answer_that_raises_is_a_failure_with_the_error_not_a_crash() -> None:
@@ -176,9 +66,9 @@ def test_not_implemented_says_you_have_not_written_it_yet() -> None:
 def test_a_hanging_answer_is_stopped_near_the_limit_and_the_alarm_is_restored() -> None:
     def hang(loss: float) -> float:
         while True:
-            try:
+            try:  # noqa: SIM105 - written as a learner would: a catch-all must not stop the limit
                 pass
-            except Exception:  # noqa: BLE001, S110 - a learner's catch-all must not stop the limit
+            except Exception:
                 pass
 
     def previous_handler(signum: int, frame: Any) -> None:
@@ -226,6 +116,63 @@ def test_an_unknown_name_lists_the_known_checks_of_its_chapter() -> None:
     message = str(err.value)
     assert "intro.perplexityy" in message
     assert all(name in message for name in CHAPTER_01)
+
+
+def test_an_unknown_concept_lists_the_concepts_and_their_chapters() -> None:
+    with pytest.raises(KeyError) as err:
+        check("intor.perplexity", math.exp)
+    assert "intor.perplexity" in str(err.value)
+    assert "intro (chapter 01)" in str(err.value) and "scaling (chapter 12)" in str(err.value)
+
+
+# --------------------------------------------------------------------------- one module per chapter
+
+
+def test_every_check_module_is_mapped_and_registers_its_own_chapter_only() -> None:
+    package = __import__(CHECKS_PACKAGE, fromlist=["_"])
+    files = {m.name for m in pkgutil.iter_modules(package.__path__)}
+    assert files == set(CHECK_MODULES.values())
+    for check_ in registry().values():
+        concept = check_.name.partition(".")[0]
+        module = CHECK_MODULES[concept]
+        assert check_.checker.__module__ == f"{CHECKS_PACKAGE}.{module}", check_.name
+        assert module.startswith(f"ch{check_.chapter}_"), check_.name
+
+
+# Run in a fresh interpreter: this process has imported every chapter's module already.
+ISOLATION = """
+import json, sys
+import torch.nn.functional as F
+from llmbook.exercises import check, checks_for_chapter
+
+loaded = lambda: sorted(m.rpartition(".")[2] for m, module in sys.modules.items()
+                        if m.startswith("llmbook.exercises.checks.") and module is not None)
+names = [c.name for c in checks_for_chapter("07")]
+passed = bool(check("gpt.gelu_tanh", lambda x: F.gelu(x, approximate="tanh")))
+after_ch07 = loaded()
+sys.modules["llmbook.exercises.checks.ch02_embeddings"] = None  # a chapter whose module is broken
+try:
+    check("embeddings.analogy", None)
+    broken = "no error"
+except ImportError as err:
+    broken = type(err).__name__
+still = bool(check("intro.perplexity", __import__("math").exp))
+print(json.dumps({"names": names, "passed": passed, "after_ch07": after_ch07, "broken": broken,
+                  "still": still, "finally": loaded()}))
+"""
+
+
+def test_a_check_imports_its_own_chapters_module_only() -> None:
+    done = subprocess.run([sys.executable, "-c", ISOLATION], capture_output=True, text=True,
+                          timeout=300, env=os.environ.copy(), check=False)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["names"][0] == "gpt.layer_norm" and result["passed"]
+    assert result["after_ch07"] == ["ch07_gpt"]
+    # A chapter whose module cannot be imported fails its own checks, and only those.
+    assert result["broken"] in ("ImportError", "ModuleNotFoundError")
+    assert result["still"]
+    assert result["finally"] == ["ch01_intro", "ch07_gpt"]
 
 
 def test_every_check_appends_a_synced_json_line(
@@ -410,7 +357,6 @@ def test_a_missing_grader_dependency_names_the_extra_that_installs_it(
     message = capsys.readouterr().err
     assert "nbclient" in message and 'pip install "llmbook[grade]"' in message
     assert not (tmp_path / "report.json").exists()
-
 
 
 @pytest.mark.parametrize(
