@@ -9,18 +9,25 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from llmbook import preference
 from llmbook.config import GPTConfig
-from llmbook.finetune import RESPONSE_HEADER
+from llmbook.finetune import RESPONSE_HEADER, format_prompt, generate_answers
 from llmbook.model import GPT, IGNORE_INDEX
 from llmbook.preference import (
+    DPOObjective,
     PreferenceDataset,
     PreferencePair,
     dpo_loss,
     dpo_train,
+    exact_match_reward,
     make_pairs,
     pair_logprobs,
+    pairs_from_mistakes,
     preference_metrics,
+    sample_completions,
+    sequence_kl,
     sequence_logprobs,
+    token_logprobs,
 )
 from llmbook.tokenizers import ByteTokenizer
 
@@ -112,7 +119,8 @@ def test_metrics_of_the_reference_itself() -> None:
     chosen, rejected = torch.tensor([-5.0, -9.0, -2.0]), torch.tensor([-6.0, -3.0, -8.0])
     m = preference_metrics((chosen, rejected), (chosen, rejected), beta=0.1)
     assert m["reward_margin"] == 0.0 and m["reward_accuracy"] == 0.0
-    assert m["win_rate"] == pytest.approx(2 / 3)
+    assert m["ranking_accuracy"] == pytest.approx(2 / 3)
+    assert "win_rate" not in m  # renamed: it ranks two given answers, it does not judge generations
     assert m["logprob_margin"] == pytest.approx(((chosen - rejected).mean()).item())
     assert m["loss"] == pytest.approx(math.log(2))
 
@@ -151,3 +159,123 @@ def test_dpo_train_is_reproducible() -> None:
                             progress=False)
         results.append(history.train_loss)
     assert results[0] == results[1]
+
+
+def test_dpo_nll_weight_adds_the_chosen_answers_nll() -> None:
+    data = PreferenceDataset(pairs(6), ByteTokenizer(), max_length=96)
+    policy = tiny_model(4)
+    x, y = data.batch([0, 1, 2])
+    logps = sequence_logprobs(policy, x, y)
+    nll = -logps[:3] / (y[:3] != IGNORE_INDEX).sum(-1)  # per token of each chosen answer
+    plain = DPOObjective(copy.deepcopy(policy), data, beta=0.1).loss(policy, ([0, 1, 2], x, y))
+    mixed = DPOObjective(copy.deepcopy(policy), data, beta=0.1, nll_weight=0.5).loss(policy, ([0, 1, 2], x, y))
+    assert plain.total.item() == pytest.approx(3 * math.log(2), rel=1e-5)  # policy = reference
+    assert mixed.total.item() == pytest.approx(plain.total.item() + 0.5 * nll.sum().item(), rel=1e-5)
+    assert plain.sums["chosen_nll"] == pytest.approx(nll.sum().item(), rel=1e-5)
+    with pytest.raises(ValueError, match="nll_weight"):
+        DPOObjective(policy, data, beta=0.1, nll_weight=-1.0)
+
+
+def test_dpo_nll_weight_keeps_the_chosen_answers_more_likely() -> None:
+    data = PreferenceDataset(pairs(8), ByteTokenizer(), max_length=96)
+    final = {}
+    for weight in (0.0, 1.0):
+        policy = tiny_model(4)
+        history = dpo_train(policy, copy.deepcopy(policy), data, steps=15, batch_size=4, lr=3e-3, seed=0,
+                            nll_weight=weight, progress=False)
+        final[weight] = history.chosen_nll[-1]
+    # measured with models of seeds 4-6: 4.46 -> 4.28, 4.43 -> 4.29, 4.48 -> 4.32 nats per token
+    assert final[1.0] < final[0.0] - 0.1
+
+
+# --------------------------------------------------------------------------- computable tasks
+
+
+def test_token_logprobs_add_up_to_the_sequence_logprob() -> None:
+    model, data = tiny_model(5), PreferenceDataset(pairs(3), ByteTokenizer(), max_length=96)
+    x, y = data.batch([0, 1, 2])
+    per_token = token_logprobs(model, x, y)
+    assert per_token.shape == x.shape and (per_token[y == IGNORE_INDEX] == 0).all()
+    assert (per_token[y != IGNORE_INDEX] < 0).all()
+    torch.testing.assert_close(per_token.sum(-1), sequence_logprobs(model, x, y))
+
+
+def test_exact_match_reward_is_strict_about_signs_and_case() -> None:
+    record = {"instruction": "Compute.", "input": "1 - 4", "output": "-3"}
+    assert exact_match_reward(record, " -3\n") == 1.0
+    assert exact_match_reward(record, "3") == 0.0  # metrics.exact_match would drop the minus sign
+    assert exact_match_reward({"instruction": "Reverse.", "input": "Hello", "output": "olleH"}, "olleh") == 0.0
+    with pytest.raises(TypeError, match="instruction record"):
+        exact_match_reward("### Instruction:\nCompute.", "-3")
+
+
+def test_pairs_from_mistakes_pairs_the_right_answer_with_the_models_wrong_one(monkeypatch) -> None:
+    records = [{"instruction": "Add.", "input": f"{i} + 1", "output": str(i + 1)} for i in range(4)]
+    seen = {}
+
+    def canned(model, tokenizer, prompts, max_new_tokens, batch_size, preamble):
+        seen.update(prompts=prompts, max_new_tokens=max_new_tokens)
+        return ["1", "7", "3", ""]  # right, wrong, right, wrong (says nothing)
+
+    monkeypatch.setattr(preference, "generate_answers", canned)
+    out = pairs_from_mistakes(tiny_model(), ByteTokenizer(), records, max_new_tokens=5)
+    assert seen == {"prompts": records, "max_new_tokens": 5}
+    assert out.indices == [1, 3] and out.skipped == 2 and out.answers == ["1", "7", "3", ""]
+    assert out.pairs == [PreferencePair(format_prompt(records[1]), "2", "7"),
+                         PreferencePair(format_prompt(records[3]), "4", "")]
+    # a custom check: any answer with the right last digit counts as correct
+    out = pairs_from_mistakes(tiny_model(), ByteTokenizer(), records, correct=lambda r, a: a[-1:] == r["output"][-1])
+    assert out.indices == [1, 3]
+    with pytest.raises(ValueError, match="no records"):
+        pairs_from_mistakes(tiny_model(), ByteTokenizer(), [])
+
+
+def test_pairs_from_mistakes_with_a_real_model() -> None:
+    records = [{"instruction": "Say a number.", "input": str(i), "output": str(i)} for i in range(5)]
+    model, tok = tiny_model(6), ByteTokenizer()
+    out = pairs_from_mistakes(model, tok, records, max_new_tokens=4)
+    assert out.answers == generate_answers(model, tok, records, 4)  # the greedy answers
+    assert out.skipped + len(out.pairs) == 5 and out.skipped == 0  # a random model gets nothing right
+    assert all(p.rejected == out.answers[i] for p, i in zip(out.pairs, out.indices))
+    PreferenceDataset(out.pairs, tok, max_length=96)  # the pairs encode as DPO data
+
+
+def test_sample_completions_are_reproducible_and_stop_at_end_of_text() -> None:
+    model, tok = tiny_model(7), ByteTokenizer()
+    prompts = ["### Instruction:\nHi.\n\n### Response:\n", "abc"] * 3
+    first = sample_completions(model, tok, prompts, max_new_tokens=6, generator=torch.Generator().manual_seed(3))
+    again = sample_completions(model, tok, prompts, max_new_tokens=6, generator=torch.Generator().manual_seed(3))
+    other = sample_completions(model, tok, prompts, max_new_tokens=6, generator=torch.Generator().manual_seed(4))
+    assert first == again and first.completion_ids != other.completion_ids
+    for prompt, ids, new, text, stopped in zip(prompts, *first):
+        assert ids == tok.encode(prompt) and 1 <= len(new) <= 6
+        assert stopped == (new[-1] == tok.eot_token) and tok.eot_token not in new[:-1]
+        assert text == tok.decode(new[:-1] if stopped else new).strip()
+    _, y = first.batch(tok.eot_token)
+    assert int((y != IGNORE_INDEX).sum()) == sum(len(c) for c in first.completion_ids)
+    with pytest.raises(ValueError, match="room for prompts"):
+        sample_completions(model, tok, ["x" * 95], max_new_tokens=6)
+    with pytest.raises(ValueError, match="temperature"):
+        sample_completions(model, tok, prompts, max_new_tokens=6, temperature=0.0)
+
+
+def test_sequence_kl_is_zero_for_the_reference_and_estimates_the_kl() -> None:
+    policy, reference, tok = tiny_model(8), tiny_model(9), ByteTokenizer()
+    with torch.no_grad():  # sharper next-token distributions than a fresh model's, so the two differ
+        policy.ln_f.weight.mul_(10)
+        reference.ln_f.weight.mul_(10)
+    prompts = ["### Instruction:\nHi.\n\n### Response:\n"]
+    same = sequence_kl(policy, copy.deepcopy(policy), tok, prompts, samples_per_prompt=8, max_new_tokens=4)
+    assert same["kl"] == 0.0 and same["kl_per_token"] == 0.0 and 1 <= same["tokens"] <= 4
+    # one new token: the sequence KL is the KL of the next-token distributions, computable exactly
+    ids = torch.tensor([tok.encode(prompts[0])])
+    with torch.no_grad():
+        p = torch.log_softmax(policy(ids)[0][0, -1], -1)
+        q = torch.log_softmax(reference(ids)[0][0, -1], -1)
+    exact = (p.exp() * (p - q)).sum().item()
+    got = sequence_kl(policy, reference, tok, prompts, samples_per_prompt=2000, max_new_tokens=1, seed=1,
+                      batch_size=1000)
+    assert got["tokens"] == 1.0 and exact > 0.5
+    assert got["kl"] == pytest.approx(exact, rel=0.1) and got["kl_per_token"] == pytest.approx(got["kl"])
+    with pytest.raises(ValueError, match="samples_per_prompt"):
+        sequence_kl(policy, reference, tok, prompts, samples_per_prompt=0)
