@@ -38,12 +38,15 @@ lint: setup
 
 # The book from a clean _build, without the set-up step (tests/test_site.py runs this with
 # its own Python): MathJax and the widget manager from npm (sha512-checked) so the site
-# works offline; every chapter and solutions notebook executed, JOBS at a time, into the
-# build's cache; then the strict build, which fails on any warning or broken reference.
+# works offline; the cpu base model of chapters 8-11 trained once (or found in the cache),
+# so that no chapter's time budget pays for it; every chapter and solutions notebook
+# executed, JOBS at a time, into the build's cache; then the strict build, which fails on
+# any warning or broken reference.
 # (MPLBACKEND=Agg, set for the tests, would stop the kernels from drawing figures inline.)
 html:
 	rm -rf _build
 	$(BIN)/python tools/book_assets.py
+	OMP_NUM_THREADS=1 $(BIN)/python -m llmbook.pretrained
 	env -u MPLBACKEND $(BIN)/python tools/execute_notebooks.py --jobs $(JOBS)
 	env -u MPLBACKEND $(BIN)/jupyter-book build . -W -n --keep-going
 

@@ -1,6 +1,7 @@
 """The byte tokenizer and the cached base model of the fine-tuning chapters."""
 
 import dataclasses
+import math
 import threading
 
 import pytest
@@ -12,13 +13,15 @@ from llmbook.model import GPT
 from llmbook.tokenizers import ENDOFTEXT, ByteTokenizer, gpt2_tokenizer, tokenizer_from_dict
 
 # A recipe small enough to train in a second: the machinery is what is under test here.
+PHASE = {"max_steps": 3, "batch_size": 2, "lr": 1e-3, "warmup_steps": 1, "eval_interval": 3,
+         "eval_batches": 1, "betas": (0.9, 0.99)}
 TINY = dataclasses.replace(
     P.BYTES_RECIPE,
     name="tiny-test",
     corpus="verdict",
+    held_out=(),
     model={**P.BYTES_RECIPE.model, "n_embd": 16, "n_layer": 1, "n_head": 2, "n_positions": 32},
-    context_length=32,
-    train={**P.BYTES_RECIPE.train, "max_steps": 3, "batch_size": 2, "eval_interval": 3, "eval_batches": 1},
+    phases=({**PHASE, "context_length": 16}, {**PHASE, "context_length": 32, "max_steps": 2, "eval_interval": 2}),
 )
 
 
@@ -67,7 +70,9 @@ def test_gpt2_and_byte_tokenizers_share_an_interface():
 
 def test_recipe_key_changes_with_any_field():
     assert TINY.key() != P.BYTES_RECIPE.key()
-    assert dataclasses.replace(TINY, version=2).key() != TINY.key()
+    assert dataclasses.replace(TINY, version=TINY.version + 1).key() != TINY.key()
+    assert dataclasses.replace(TINY, held_out=("35-0.txt",)).key() != TINY.key()
+    assert dataclasses.replace(TINY, cpu_seconds=1).key() == TINY.key()  # only an estimate
     assert TINY.key() == dataclasses.replace(TINY).key()
 
 
@@ -80,6 +85,41 @@ def test_pretrain_saves_a_file_that_loads_to_the_same_model(tmp_path):
     assert loaded.history.val_loss == made.history.val_loss
     x = torch.tensor([TINY.model["vocab_size"] - 1] + list(b"abc"))[None]
     torch.testing.assert_close(loaded.model(x)[0], made.model.eval()(x)[0])
+
+
+def test_phases_train_short_then_full_windows_and_one_history_joins_them():
+    made = P.pretrain(TINY, progress=False)
+    assert made.history.steps == [1, 2, 3, 4, 5]  # the second phase counts on from the first
+    assert made.history.eval_steps == [3, 5] and len(made.history.val_loss) == 2
+    assert TINY.context_length == 32 and TINY.train_bytes == 3 * 2 * 16 + 2 * 2 * 32
+
+
+def test_the_held_out_book_is_not_in_the_training_text():
+    held = P.held_out_text(P.BYTES_RECIPE)
+    corpus = P.corpus_text(P.BYTES_RECIPE)
+    assert len(held) > 100_000
+    probe = held[50_000:50_200]  # a passage from the middle of the held-out book
+    assert probe not in corpus
+    assert probe in P.corpus_text(dataclasses.replace(P.BYTES_RECIPE, held_out=()))
+
+
+def test_bad_recipes_are_refused_with_the_reason():
+    with pytest.raises(ValueError, match="at least one training phase"):
+        dataclasses.replace(TINY, phases=())
+    with pytest.raises(ValueError, match="exceeds the model's n_positions"):
+        dataclasses.replace(TINY, phases=({**PHASE, "context_length": 64},))
+    with pytest.raises(ValueError, match="context_length"):
+        dataclasses.replace(TINY, phases=(PHASE,))
+    with pytest.raises(ValueError, match="held_out names"):
+        dataclasses.replace(TINY, held_out=("no-such-book.txt",))
+
+
+def test_ngram_baselines_know_what_they_can_know():
+    cycle = torch.arange(10).repeat(200)  # 0 1 2 ... 9 0 1 ...: each byte predicts the next exactly
+    assert P.ngram_cross_entropy(cycle, cycle, order=2, vocab_size=10, alpha=1e-6) < 1e-3
+    assert P.ngram_cross_entropy(cycle, cycle, order=1, vocab_size=10) == pytest.approx(math.log(10), rel=1e-3)
+    with pytest.raises(ValueError, match="order"):
+        P.ngram_cross_entropy(cycle, cycle, order=3)
 
 
 def test_load_pretrained_refuses_a_plain_model_file(tmp_path):

@@ -59,6 +59,17 @@ class History:
         for key, value in measured.items():
             self.evals.setdefault(key, []).append(value)
 
+    def extend(self, later: History, offset: int) -> None:
+        """Append a later run's history (a second training phase), its steps moved on by ``offset``."""
+        for step, loss, lr in zip(later.steps, later.train_loss, later.lr, strict=True):
+            self.record_step(step + offset, loss, lr, {})
+        for key, values in later.logs.items():
+            self.logs.setdefault(key, []).extend(values)
+        for i, step in enumerate(later.eval_steps):
+            self.record_eval(step + offset, {k: v[i] for k, v in later.evals.items()})
+        self.tokens_seen += later.tokens_seen
+        self.seconds += later.seconds
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 

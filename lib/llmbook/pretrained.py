@@ -16,6 +16,7 @@ on a lock file and then loads what the first one saved.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -39,36 +40,78 @@ from llmbook.train import TrainConfig, evaluate, train
 
 @dataclass(frozen=True)
 class Recipe:
-    """Everything that decides the pretrained weights: change any field and the cache retrains."""
+    """Everything that decides the pretrained weights: change any field and the cache retrains.
+
+    ``corpus`` names a text (``llmbook.data.load_corpus``); the books in ``held_out`` are
+    removed from it, so that a whole book the model never saw measures how well it
+    predicts new English prose (``held_out_text``). Training runs in ``phases``, one after
+    the other, each a dict of ``context_length`` plus ``TrainConfig`` fields: short
+    windows first, which a small model learns from fastest, then full-length windows, so
+    every position of the context is trained.
+    """
 
     name: str
     corpus: str
     model: dict[str, Any]
-    context_length: int
-    train: dict[str, Any]
-    val_fraction: float = 0.1
-    version: int = 1
+    phases: tuple[dict[str, Any], ...]
+    held_out: tuple[str, ...] = ()
+    val_fraction: float = 0.02
+    cpu_seconds: int = 60  # about how long training takes on one CPU core, said before it starts
+    version: int = 2
+
+    def __post_init__(self) -> None:
+        if not self.phases:
+            raise ValueError("a recipe needs at least one training phase")
+        for phase in self.phases:
+            if "context_length" not in phase:
+                raise ValueError(f"every phase names its context_length; got {sorted(phase)}")
+            if phase["context_length"] > self.model["n_positions"]:
+                raise ValueError(f"a phase's context_length {phase['context_length']} exceeds the model's "
+                                 f"n_positions {self.model['n_positions']}")
+        unknown = set(self.held_out) - set(data.GUTENBERG_BOOKS)
+        if unknown:
+            raise ValueError(f"held_out names {sorted(unknown)}; choose from {sorted(data.GUTENBERG_BOOKS)}")
 
     def key(self) -> str:
-        blob = json.dumps(asdict(self), sort_keys=True).encode()
+        """A hash of every field that changes the weights (not the time estimate ``cpu_seconds``)."""
+        fields = {k: v for k, v in asdict(self).items() if k != "cpu_seconds"}
+        blob = json.dumps(fields, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:12]
 
     def gpt_config(self) -> GPTConfig:
         return GPTConfig(**self.model)
 
+    @property
+    def context_length(self) -> int:
+        """The window length of the last phase: the context the finished model was trained on."""
+        return int(self.phases[-1]["context_length"])
 
-# Chosen by measurement on one CPU thread (about 40 s): at this budget a 3-layer, 96-wide model
-# with a high learning rate beat 4x128 and 2x128 models, and 128-byte windows with batch 8 beat
-# 256-byte windows with batch 4 (validation 2.45 against 2.67 nats per byte). Positions 128-255
-# exist for the fine-tuning chapters, whose prompts are longer; they learn them there.
+    @property
+    def train_bytes(self) -> int:
+        """How many bytes of text the phases show the model (steps x batch x window)."""
+        return sum(p["max_steps"] * p["batch_size"] * p["context_length"] for p in self.phases)
+
+
+# Chosen by measurement on one CPU thread (benchmarks/base_model.py has the table). A model
+# of this size learns fastest from short windows: 64-byte windows for most of the budget,
+# then 256-byte windows so that positions 64-255, which the fine-tuning chapters' prompts
+# use, are trained too. Training on 256-byte windows from the start left the model near
+# the bigram level (2.44 nats per byte after three CPU-minutes).
 BYTES_RECIPE = Recipe(
     name="books-bytes",
     corpus="books+shakespeare",
-    model=dict(vocab_size=ByteTokenizer.n_vocab, n_positions=256, n_embd=96, n_layer=3, n_head=4,
-               dropout=0.0, name="books-bytes"),
-    context_length=128,
-    train=dict(max_steps=700, batch_size=8, lr=8e-3, min_lr=8e-4, warmup_steps=30,
-               weight_decay=0.1, eval_interval=100, eval_batches=8, seed=0),
+    held_out=("35-0.txt",),  # The Time Machine (H. G. Wells): no other Wells book is in the corpus
+    model={"vocab_size": ByteTokenizer.n_vocab, "n_positions": 256, "n_embd": 96, "n_layer": 3,
+           "n_head": 4, "dropout": 0.0, "name": "books-bytes"},
+    phases=(
+        {"context_length": 64, "max_steps": 2800, "batch_size": 16, "lr": 4e-3, "min_lr": 4e-4,
+         "warmup_steps": 50, "betas": (0.9, 0.99), "weight_decay": 0.1, "eval_interval": 400,
+         "eval_batches": 8, "seed": 0},
+        {"context_length": 256, "max_steps": 400, "batch_size": 8, "lr": 2e-3, "min_lr": 2e-4,
+         "warmup_steps": 20, "betas": (0.9, 0.99), "weight_decay": 0.1, "eval_interval": 100,
+         "eval_batches": 8, "seed": 1},
+    ),
+    cpu_seconds=270,
 )
 
 
@@ -84,24 +127,55 @@ class Pretrained:
     notes: dict[str, Any] = field(default_factory=dict)
 
 
-def corpus_splits(recipe: Recipe | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """The recipe's corpus as byte ids, split into train and validation (last 10%) streams."""
+def _bytes(text: str) -> torch.Tensor:
+    return torch.frombuffer(bytearray(text.encode("utf-8")), dtype=torch.uint8).long()
+
+
+def corpus_text(recipe: Recipe | None = None) -> str:
+    """The recipe's training corpus: ``recipe.corpus`` without the held-out books."""
     recipe = recipe or BYTES_RECIPE
-    raw = data.load_corpus(recipe.corpus).encode("utf-8")
-    ids = torch.frombuffer(bytearray(raw), dtype=torch.uint8).long()
-    return datasets.split_tokens(ids, recipe.val_fraction)
+    if not recipe.held_out:
+        return data.load_corpus(recipe.corpus)
+    if recipe.corpus not in ("gutenberg", "books+shakespeare"):
+        raise ValueError(f"held_out books can only be removed from a corpus of books, not {recipe.corpus!r}")
+    books = [data.strip_gutenberg(data.read_text(f"text/gutenberg/{name}"))
+             for name in data.GUTENBERG_BOOKS if name not in recipe.held_out]
+    text = "\n\n".join(books)
+    return text + "\n\n" + data.load_corpus("shakespeare") if recipe.corpus == "books+shakespeare" else text
+
+
+def held_out_text(recipe: Recipe | None = None) -> str:
+    """The recipe's held-out books, which the model never trains on (empty if there are none)."""
+    recipe = recipe or BYTES_RECIPE
+    return "\n\n".join(data.strip_gutenberg(data.read_text(f"text/gutenberg/{name}")) for name in recipe.held_out)
+
+
+def corpus_splits(recipe: Recipe | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The training corpus as byte ids, split into train and validation (the last ``val_fraction``)."""
+    recipe = recipe or BYTES_RECIPE
+    return datasets.split_tokens(_bytes(corpus_text(recipe)), recipe.val_fraction)
 
 
 def pretrain(recipe: Recipe | None = None, *, progress: bool = True,
              save_to: str | os.PathLike | None = None) -> Pretrained:
-    """Train the recipe's model (default ``BYTES_RECIPE``) from scratch; save it to ``save_to`` if given."""
+    """Train the recipe's model (default ``BYTES_RECIPE``) from scratch; save it to ``save_to`` if given.
+
+    The phases run one after another on the same model; the returned history joins them,
+    with the steps of a later phase counted on from where the earlier one ended.
+    """
     recipe = recipe or BYTES_RECIPE
-    seed_everything(recipe.train.get("seed", 0))
+    seed_everything(recipe.phases[0].get("seed", 0))
     model = GPT(recipe.gpt_config())
     train_ids, val_ids = corpus_splits(recipe)
-    train_ds = datasets.TokenWindows(train_ids, recipe.context_length)
-    val_ds = datasets.TokenWindows(val_ids, recipe.context_length)
-    history = train(model, train_ds, val_ds, TrainConfig(**recipe.train, progress=progress))
+    history = History()
+    for number, phase in enumerate(recipe.phases, start=1):
+        settings = {k: v for k, v in phase.items() if k != "context_length"}
+        T = phase["context_length"]
+        done = history.steps[-1] if history.steps else 0
+        part = train(model, datasets.TokenWindows(train_ids, T), datasets.TokenWindows(val_ids, T),
+                     TrainConfig(**settings, progress=progress), desc=f"pretraining {number}/{len(recipe.phases)}")
+        history.extend(part, offset=done)
+    model.eval()
     tokenizer = ByteTokenizer()
     if save_to is not None:
         save_model(model, save_to, recipe=asdict(recipe), recipe_key=recipe.key(),
@@ -124,9 +198,15 @@ def load_pretrained(path: str | os.PathLike, device: str | torch.device = "cpu")
         raise ValueError(f"{path} holds a model but no tokenizer; it was not written by llmbook.pretrained")
     model = ckpt.build_model().to(device).eval()
     history = History.from_dict(extra.get("history"))
-    recipe = Recipe(**extra["recipe"]) if "recipe" in extra else None
+    recipe = _recipe_from_dict(extra["recipe"]) if "recipe" in extra else None
     return Pretrained(model, tokenizer_from_dict(extra["tokenizer"]), source=str(path),
                       history=history, recipe=recipe)
+
+
+def _recipe_from_dict(d: dict[str, Any]) -> Recipe:
+    """A recipe read back from a file's JSON header (tuples came back as lists)."""
+    phases = tuple({k: tuple(v) if isinstance(v, list) else v for k, v in p.items()} for p in d["phases"])
+    return Recipe(**{**d, "phases": phases, "held_out": tuple(d.get("held_out", ()))})
 
 
 def base_model(profile: str | None = None, *, device: str | torch.device | None = None,
@@ -143,7 +223,17 @@ def base_model(profile: str | None = None, *, device: str | torch.device | None 
         return Pretrained(model, gpt2_tokenizer(), source="OpenAI GPT-2 124M (Hugging Face 'gpt2')")
     if profile != "cpu":
         raise ValueError(f"profile must be 'cpu' or 'gpu', got {profile!r}")
-    path = cache_path()
+    return cached(BYTES_RECIPE, device=device, retrain=retrain, progress=progress)
+
+
+def cached(recipe: Recipe, *, device: str | torch.device | None = None, retrain: bool = False,
+           progress: bool = True) -> Pretrained:
+    """The model ``recipe`` makes: loaded from the cache, or trained now (saying how long first) and cached.
+
+    A damaged cache file is trained again, never trusted; two callers at once share one
+    training run (the second waits on a lock file, then loads what the first saved).
+    """
+    path = cache_path(recipe)
     with file_lock(path):
         if path.exists() and not retrain:
             try:
@@ -153,11 +243,24 @@ def base_model(profile: str | None = None, *, device: str | torch.device | None 
             else:
                 found.notes["cached"] = True
                 return found
-        made = pretrain(None, progress=progress, save_to=path)
+        if progress:
+            print(f"No cached model for recipe {recipe.name!r} ({path.name}): training it now, "
+                  f"about {max(1, round(recipe.cpu_seconds / 60))} CPU-minute(s) on one core. Later calls load it.")
+        made = pretrain(recipe, progress=progress, save_to=path)
     made.model.to(device or "cpu").eval()
     made.source = f"{made.source}, cached at {path}"
     made.notes["cached"] = False
     return made
+
+
+def quick_recipe(corpus: str) -> Recipe:
+    """A short recipe for comparing corpora at one small, equal budget (chapter 8's overfitting
+    experiment): ``BYTES_RECIPE``'s model and first phase, cut to 600 steps, on ``corpus``."""
+    name = f"quick-{corpus.replace('+', '-')}"
+    phase = {**BYTES_RECIPE.phases[0], "max_steps": 600, "eval_interval": 50, "warmup_steps": 30}
+    return dataclasses.replace(BYTES_RECIPE, name=name, corpus=corpus, model={**BYTES_RECIPE.model, "name": name},
+                               phases=(phase,), held_out=BYTES_RECIPE.held_out if "books" in corpus else (),
+                               cpu_seconds=40)
 
 
 def validation_loss(pre: Pretrained, text: str, context_length: int | None = None,
@@ -166,3 +269,45 @@ def validation_loss(pre: Pretrained, text: str, context_length: int | None = Non
     ids = pre.tokenizer.encode(text, allowed_special="all")
     T = context_length or min(pre.model.config.n_positions, 256)
     return evaluate(pre.model, datasets.TokenWindows(ids, T), batch_size=batch_size, max_batches=max_batches)
+
+
+def ngram_cross_entropy(train_ids: torch.Tensor, test_ids: torch.Tensor, order: int, vocab_size: int = 257,
+                        alpha: float = 0.1) -> float:
+    """Cross-entropy (nats per token) on ``test_ids`` of a unigram (``order=1``) or bigram (2) model
+    counted on ``train_ids``, with add-``alpha`` smoothing so that no unseen pair costs infinity.
+
+    The baselines a language model must beat: a unigram model knows which bytes are common,
+    a bigram model also which byte tends to follow which.
+    """
+    if order not in (1, 2):
+        raise ValueError(f"order must be 1 (unigram) or 2 (bigram), got {order}")
+    train_ids, test_ids = train_ids.long(), test_ids.long()
+    if order == 1:
+        counts = torch.bincount(train_ids, minlength=vocab_size).double() + alpha
+        return -(counts / counts.sum()).log()[test_ids].mean().item()
+    pairs = torch.zeros(vocab_size, vocab_size, dtype=torch.float64)
+    pairs.index_put_((train_ids[:-1], train_ids[1:]), torch.ones(len(train_ids) - 1, dtype=torch.float64),
+                     accumulate=True)
+    pairs += alpha
+    logp = (pairs / pairs.sum(dim=1, keepdim=True)).log()
+    return -logp[test_ids[:-1], test_ids[1:]].mean().item()
+
+
+def main() -> None:
+    """``python -m llmbook.pretrained``: make sure the cpu base model is trained and cached,
+    and chapter 8's two quick comparison models too.
+
+    The book build runs this before executing the chapters, so that no chapter's time
+    budget pays for training them.
+    """
+    import time
+
+    for recipe in (BYTES_RECIPE, quick_recipe("books+shakespeare"), quick_recipe("verdict")):
+        began = time.process_time()
+        made = cached(recipe)
+        state = "in the cache" if made.notes["cached"] else f"trained in {time.process_time() - began:.0f} CPU s"
+        print(f"{recipe.name}: {state} ({cache_path(recipe).name})")
+
+
+if __name__ == "__main__":
+    main()

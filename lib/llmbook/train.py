@@ -265,6 +265,7 @@ def train(
     config: TrainConfig | None = None,
     resume_from: str | Path | None = None,
     allow_changes: Collection[str] = (),
+    desc: str = "training",
     **overrides: Any,
 ) -> History:
     """Train a language model in place on (input, target) pairs and return its ``History``.
@@ -293,7 +294,8 @@ def train(
                sample=lambda k: batch_indices(n, cfg.batch_size, cfg.seed, k * cfg.batch_size),
                collate_batch=functools.partial(collate, train_data),
                measure=losses if val_data is not None else None,
-               data_key=fingerprint(train_data), resume_from=resume_from, allow_changes=allow_changes)
+               data_key=fingerprint(train_data), resume_from=resume_from, allow_changes=allow_changes,
+               desc=desc)
 
 
 __all__ = ["RESUME_FIELDS", "PairDataset", "TrainConfig", "batch_indices", "collate", "eval_indices",
