@@ -41,18 +41,22 @@ def _phase(context: int, steps: int, batch: int, lr: float, warmup: int = 50, be
             "eval_batches": 8, "seed": seed}
 
 
-# What the sweep compares: the previous recipe (128-byte windows only, 700 steps), one
-# context length throughout against short windows first, a higher and a lower learning
-# rate, and a wider, deeper model that gets fewer steps in a similar budget.
+# What the sweep compares: the previous recipe (128-byte windows only, 700 steps); full
+# 256-byte windows throughout; short windows first, then full ones with the later position
+# embeddings learned from scratch; the same with them tiled from the first 64 (the
+# recipe); and a wider, deeper model that gets fewer steps in a similar budget.
+_SECOND = {**BYTES_RECIPE.phases[1], "tile_positions": False, "max_steps": 400}
 CANDIDATES: dict[str, Recipe] = {
     "previous recipe (3x96, T=128 only, 700 steps)": _variant(
         "sweep-previous", phases=(_phase(128, 700, 8, 8e-3, warmup=30, beta2=0.95),)),
     "3x96, T=256 only, 1100 steps": _variant(
         "sweep-256-only", phases=(_phase(256, 1100, 8, 8e-3, warmup=30, beta2=0.95),)),
-    "3x96, T=64 then T=256 (the recipe)": BYTES_RECIPE,
-    "4x128, T=64 then T=256": _variant(
+    "3x96, T=64 then T=256, new positions from scratch": _variant(
+        "sweep-no-tiling", phases=(BYTES_RECIPE.phases[0], _SECOND)),
+    "3x96, T=64 then T=256, positions tiled (the recipe)": BYTES_RECIPE,
+    "4x128, T=64 then T=256, positions tiled": _variant(
         "sweep-4x128", model={"n_embd": 128, "n_layer": 4},
-        phases=(_phase(64, 800, 16, 3e-3), _phase(256, 150, 4, 1e-3, warmup=10, seed=1))),
+        phases=(_phase(64, 1100, 16, 3e-3), {**BYTES_RECIPE.phases[1], "max_steps": 150})),
 }
 
 

@@ -175,3 +175,25 @@ def test_two_simultaneous_first_calls_train_once(tmp_path, monkeypatch):
 def test_unknown_profile_is_a_clear_error():
     with pytest.raises(ValueError, match="profile must be"):
         P.base_model("tpu")
+
+
+def test_tiling_copies_the_learned_positions_over_the_later_ones():
+    torch.manual_seed(0)
+    model = GPT(TINY.gpt_config())  # 32 positions
+    before = model.wpe.weight.detach().clone()
+    P.tile_position_embeddings(model, 12)
+    after = model.wpe.weight.detach()
+    assert torch.equal(after[:12], before[:12])  # the trained positions are kept
+    for position in (12, 23, 24, 31):
+        assert torch.equal(after[position], before[position % 12])
+    with pytest.raises(ValueError, match="between 1 and 31"):
+        P.tile_position_embeddings(model, 32)
+
+
+def test_a_tiling_phase_starts_from_copies_of_the_first_phase():
+    recipe = dataclasses.replace(TINY, phases=({**PHASE, "context_length": 16},
+                                               {**PHASE, "context_length": 32, "tile_positions": True,
+                                                "max_steps": 1, "lr": 1e-9}))
+    made = P.pretrain(recipe, progress=False)
+    wpe = made.model.wpe.weight.detach()
+    torch.testing.assert_close(wpe[16:], wpe[:16], atol=1e-6, rtol=0)  # one tiny step after the copy
