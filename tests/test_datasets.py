@@ -55,13 +55,7 @@ def test_split_keeps_the_order_and_holds_out_the_tail():
         split_tokens(torch.arange(10), 1.0)
 
 
-# Files that still import the datasets from llmbook.data, through its transition alias, because
-# their owners update them separately. The list may only shrink; when it is empty, delete
-# llmbook.data.__getattr__ and this test.
-TRANSITION = ("lib/llmbook/exercises/", "tests/test_exercises_pretraining.py", "tests/test_train.py")
-
-
-def test_no_new_code_imports_the_datasets_from_llmbook_data():
+def test_the_datasets_are_imported_from_llmbook_datasets_only():
     moved = r"(TokenWindows|split_tokens|make_loader)"
     # an import, or attribute access on the module (prose such as "llmbook.data.X" is not code)
     pattern = re.compile(rf"from llmbook\.data import [^\n]*\b{moved}\b|(?<![\w.])data\.{moved}\b")
@@ -71,14 +65,8 @@ def test_no_new_code_imports_the_datasets_from_llmbook_data():
             code = path.suffix in (".py", ".ipynb") and path.name != "test_datasets.py"
             if code and pattern.search(path.read_text(encoding="utf-8")):
                 callers.add(str(path.relative_to(ROOT)))
-    new = sorted(c for c in callers if not c.startswith(TRANSITION))
-    assert not new, f"import these from llmbook.datasets: {new}"
-
-
-def test_the_transition_alias_still_works_and_says_where_to_go():
+    assert not callers, f"import these from llmbook.datasets: {sorted(callers)}"
     from llmbook import data
 
-    with pytest.warns(DeprecationWarning, match="llmbook.datasets.TokenWindows"):
-        assert data.TokenWindows is TokenWindows
-    with pytest.raises(AttributeError):
-        data.NoSuchThing  # noqa: B018
+    assert not hasattr(data, "TokenWindows")  # one place for each thing
+

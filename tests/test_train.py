@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from llmbook import GPT, GPTConfig
-from llmbook.data import TokenWindows
+from llmbook.datasets import TokenWindows
 from llmbook.history import History
 from llmbook.model import IGNORE_INDEX
 from llmbook.step import configure_optimizer, lr_at

@@ -225,19 +225,3 @@ def load_corpus(name: str) -> str:
     if name == "books+shakespeare":
         return load_corpus("gutenberg") + "\n\n" + load_corpus("shakespeare")
     raise KeyError(f"unknown corpus {name!r}; choose shakespeare, verdict, gutenberg or books+shakespeare")
-
-
-_MOVED = {"split_tokens", "TokenWindows", "make_loader"}
-
-
-def __getattr__(name: str) -> object:
-    # Transition only: the datasets moved to llmbook.datasets. Remove once no caller
-    # imports them from here (tests/test_datasets.py lists the ones left).
-    if name in _MOVED:
-        import warnings
-
-        from llmbook import datasets
-
-        warnings.warn(f"llmbook.data.{name} moved to llmbook.datasets.{name}", DeprecationWarning, stacklevel=2)
-        return getattr(datasets, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
