@@ -74,7 +74,9 @@ def config_to_hf(config: GPTConfig) -> dict:
         "resid_pdrop": config.dropout,
         "embd_pdrop": config.dropout,
         "attn_pdrop": config.dropout,
-        **({"bos_token_id": 50256, "eos_token_id": 50256} if config.vocab_size > 50256 else {}),
+        # GPT-2's end-of-text token is the last id (50256); so is our byte tokenizer's (256).
+        "bos_token_id": config.vocab_size - 1,
+        "eos_token_id": config.vocab_size - 1,
     }
 
 
