@@ -6,9 +6,10 @@ having run first. ``base_model()`` gives every chapter the same starting point:
 * on the ``gpu`` profile it is OpenAI's GPT-2 124M (Radford et al., 2019) through
   ``llmbook.weights``, with GPT-2's tokenizer;
 * on the ``cpu`` profile it is our own small byte-level GPT, pretrained by a fixed
-  recipe on the Gutenberg books plus Tiny Shakespeare. The first call trains it (under a
-  minute on one core) and saves it in the user cache; later calls, in any chapter, load
-  that file. The file records the recipe, so changing the recipe retrains.
+  recipe on the Gutenberg books plus Tiny Shakespeare (one book held out). The first call
+  trains it (a few minutes of one CPU core; the book build does it before any chapter) and
+  saves it in the user cache; later calls, in any chapter, load that file. The file records
+  the recipe, so changing the recipe retrains.
 
 Two chapters starting at once (parallel tests) share one training run: the second waits
 on a lock file and then loads what the first one saved.
@@ -225,7 +226,8 @@ def load_pretrained(path: str | os.PathLike, device: str | torch.device = "cpu")
     model = ckpt.build_model().to(device).eval()
     history = History.from_dict(extra.get("history"))
     recipe = _recipe_from_dict(extra["recipe"]) if "recipe" in extra else None
-    return Pretrained(model, tokenizer_from_dict(extra["tokenizer"]), source=str(path),
+    name = recipe.name if recipe else Path(path).name
+    return Pretrained(model, tokenizer_from_dict(extra["tokenizer"]), source=f"recipe {name}, loaded from a file",
                       history=history, recipe=recipe)
 
 
@@ -274,7 +276,7 @@ def cached(recipe: Recipe, *, device: str | torch.device | None = None, retrain:
                   f"about {max(1, round(recipe.cpu_seconds / 60))} CPU-minute(s) on one core. Later calls load it.")
         made = pretrain(recipe, progress=progress, save_to=path)
     made.model.to(device or "cpu").eval()
-    made.source = f"{made.source}, cached at {path}"
+    made.source = f"{made.source}, now cached"
     made.notes["cached"] = False
     return made
 
