@@ -317,9 +317,9 @@ def test_lora_rejects_bad_arguments() -> None:
         LoRALinear(nn.Linear(8, 8), r=0)
     with pytest.raises(ValueError, match="larger than the layer"):
         LoRALinear(nn.Linear(8, 4), r=5)
-    with pytest.raises(TypeError, match="nn.Linear"):
+    with pytest.raises(TypeError, match=r"nn\.Linear"):
         LoRALinear(nn.Conv1d(2, 2, 1), r=1)
-    with pytest.raises(ValueError, match="no nn.Linear layer matches"):
+    with pytest.raises(ValueError, match=r"no nn\.Linear layer matches"):
         apply_lora(tiny_gpt(), r=2, targets=("attn.q_proj",))
     assert DEFAULT_TARGETS == ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")
 

@@ -38,8 +38,8 @@ from torch.utils.data import Dataset
 
 from llmbook import data
 from llmbook.generate import generate
-from llmbook.model import GPT, IGNORE_INDEX
 from llmbook.history import History
+from llmbook.model import GPT, IGNORE_INDEX
 from llmbook.step import NextTokenLoss, summed_loss
 from llmbook.train import TrainConfig, eval_indices, fingerprint, fit
 
@@ -387,8 +387,21 @@ def generate_answers(model: GPT, tokenizer: Any, prompts: Sequence[str | Mapping
 
 
 __all__ = [
-    "ALPACA_PREAMBLE", "INSTRUCTION_DATA", "RESPONSE_HEADER", "Encoded", "InstructionDataset", "RecordSplit",
-    "encode_example", "finetune", "format_example", "format_prompt", "generate_answers",
-    "LengthGroupedBatches", "load_instruction_data", "masked_loss", "masked_targets", "pad_batch",
+    "ALPACA_PREAMBLE",
+    "INSTRUCTION_DATA",
+    "RESPONSE_HEADER",
+    "Encoded",
+    "InstructionDataset",
+    "LengthGroupedBatches",
+    "RecordSplit",
+    "encode_example",
+    "finetune",
+    "format_example",
+    "format_prompt",
+    "generate_answers",
+    "load_instruction_data",
+    "masked_loss",
+    "masked_targets",
+    "pad_batch",
     "split_data",
 ]

@@ -146,7 +146,7 @@ def train_token_rows(embedding: nn.Embedding, token_ids: Sequence[int]) -> torch
     they were; ``handle.remove()`` undoes it.
     """
     weight = embedding.weight
-    ids = sorted(set(int(i) for i in token_ids))
+    ids = sorted({int(i) for i in token_ids})
     if not ids or ids[0] < 0 or ids[-1] >= weight.shape[0]:
         raise ValueError(f"token_ids must be ids of this embedding (0 to {weight.shape[0] - 1}), got {list(token_ids)}")
     mask = torch.zeros(weight.shape[0], 1, dtype=weight.dtype, device=weight.device)
