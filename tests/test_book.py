@@ -132,3 +132,22 @@ def test_workflows_test_publish_and_run_weekly_with_the_readme_commands():
     assert publish and "make book" in runs(publish[0]), "no workflow builds the book and publishes it"
     assert triggers(publish[0])["push"]["branches"] == ["main"], "the site is published from main"
     assert any("schedule" in triggers(f) and "make test" in runs(f) for f in flows.values()), "no weekly run"
+
+
+MAX_CODE_LINE = 88  # the book's code-line limit (DESIGN.md): no horizontal scroll bar
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_code_lines_fit_the_page(path):
+    too_long = [
+        f"  cell {index}, line {number}: {len(line)} characters: {line[:60]}..."
+        for index, cell in enumerate(load(path)["cells"])
+        if cell["cell_type"] == "code"
+        for number, line in enumerate("".join(cell["source"]).splitlines(), start=1)
+        if len(line) > MAX_CODE_LINE
+    ]
+    assert not too_long, (
+        f"{path.relative_to(ROOT)}: {len(too_long)} code lines over {MAX_CODE_LINE} "
+        "characters (ruff format --line-length 88, then split comments and strings):\n"
+        + "\n".join(too_long)
+    )
