@@ -50,6 +50,23 @@ def dpo_loss(pc, pr, rc, rr, beta):
     return -F.logsigmoid(beta * ((pc - rc) - (pr - rr))).mean()
 
 
+def group_advantages(rewards, group_size):
+    r = rewards.view(-1, group_size)
+    return ((r - r.mean(dim=1, keepdim=True)) / (r.std(dim=1, keepdim=True) + 1e-6)).view(-1)
+
+
+def group_advantages_where(rewards, group_size):
+    """Zero where a group's std is 0 instead of an eps: must pass too."""
+    r = rewards.reshape(-1, group_size)
+    std = r.std(dim=1, keepdim=True)
+    centred = r - r.mean(dim=1, keepdim=True)
+    return torch.where(std > 0, centred / std.clamp(min=1e-12), torch.zeros_like(r)).flatten()
+
+
+def _grouped(rewards, group_size):
+    return rewards.view(-1, group_size)
+
+
 CORRECT = {
     "emergent.k_shot_prompt": [k_shot_prompt],
     "emergent.repeated_sequences": [
@@ -62,6 +79,7 @@ CORRECT = {
         lambda lg, y: -F.cross_entropy(lg.transpose(1, 2), y, reduction="none").sum(-1),
     ],
     "emergent.dpo_loss": [dpo_loss],
+    "emergent.group_advantages": [group_advantages, group_advantages_where],
 }
 
 
@@ -153,5 +171,20 @@ MISTAKES = {
         (lambda pc, pr, rc, rr, b: dpo_loss(pc, pr, rc, rr, b).item(), "as a tensor"),
         (lambda pc, pr, rc, rr, b: dpo_loss(pc, pr, rc, rr, b).detach(), "stay connected"),
         (lambda pc, pr, rc, rr, b: -F.logsigmoid(b * _margin(pc, pr, rc, rr)), "one number"),
+    ],    "emergent.group_advantages": [
+        (lambda r, n: ((_grouped(r, n) - _grouped(r, n).mean(1, keepdim=True))
+                       / (_grouped(r, n).std(1, keepdim=True, unbiased=False) + 1e-6)).view(-1),
+         "sample standard deviation"),
+        (lambda r, n: (_grouped(r, n) - _grouped(r, n).mean(1, keepdim=True)).view(-1),
+         "not only subtract the mean"),
+        (lambda r, n: (r - r.mean()) / (r.std() + 1e-6), "not over the whole batch"),
+        (lambda r, n: ((r.view(n, -1) - r.view(n, -1).mean(0)) / (r.view(n, -1).std(0) + 1e-6)).view(-1),
+         "consecutive"),
+        (lambda r, n: -group_advantages(r, n), "sign is flipped"),
+        (lambda r, n: ((_grouped(r, n) - _grouped(r, n).mean(1, keepdim=True))
+                       / _grouped(r, n).std(1, keepdim=True)).view(-1), ("eps", "nan")),
+        (lambda r, n: group_advantages(r, n).view(-1, n), "shape"),
+        (lambda r, n: group_advantages(r, n).tolist(), "torch.Tensor"),
+        (lambda r, n: r.sub_(r.mean()), "in place"),
     ],
 }

@@ -1,11 +1,22 @@
-"""llmbook.tasks: the long-range recall task puts the fact exactly where it says it does."""
+"""llmbook.tasks: the long-range recall task puts the fact exactly where it says it does; the
+instruction tasks answer correctly and keep their held-out inputs and phrasings out of training."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from llmbook.tasks import NAMES, RecallTask
+from llmbook.finetune import format_prompt
+from llmbook.tasks import (
+    INSTRUCTION_TASKS,
+    NAMES,
+    InstructionTask,
+    RecallTask,
+    accuracy_by_task,
+    instruction_tasks,
+    number_in_words,
+    solve,
+)
 
 
 def _gen(seed: int = 0) -> torch.Generator:
@@ -175,3 +186,89 @@ def test_mentions_put_other_names_in_the_filler() -> None:
     names_per_example = (batch.tokens < len(task.names)).sum(dim=1).float()
     assert names_per_example.mean() > 5                        # about 10 mentions + the fact
     assert torch.equal(batch.tokens[:, task.seq_len - 100], batch.answers)
+
+
+# ------------------------------------------------------------------ instruction tasks
+
+@pytest.mark.parametrize("task, text, answer", [
+    ("reverse", "pelk", "klep"), ("upper", "pelk", "PELK"), ("length", "ravomes", "7"),
+    ("add", "4 and 7", "11"), ("add", "0 and 0", "0"), ("in_words", "42", "forty-two"),
+    ("in_words", "0", "zero"), ("in_words", "13", "thirteen"), ("in_words", "90", "ninety"),
+])
+def test_answers_are_computed_from_the_input(task: str, text: str, answer: str) -> None:
+    assert solve(task, text) == answer
+
+
+def test_number_in_words_covers_0_to_99_once_each() -> None:
+    words = [number_in_words(n) for n in range(100)]
+    assert len(set(words)) == 100 and words[21] == "twenty-one" and words[99] == "ninety-nine"
+    with pytest.raises(ValueError, match="0 to 99"):
+        number_in_words(100)
+
+
+def test_every_record_is_answered_correctly_and_phrased_by_its_task() -> None:
+    split = instruction_tasks(n_train=50, n_val=5, n_test=10, seed=3)
+    for part in (split.train, split.val, split.test, split.test_unseen):
+        for r in part:
+            assert r["output"] == solve(r["task"], r["input"])
+            assert r["instruction"] in INSTRUCTION_TASKS[r["task"]].phrasings
+    assert len(split.train) == 50 * len(INSTRUCTION_TASKS) and len(split.test_unseen) == 10 * len(INSTRUCTION_TASKS)
+
+
+def test_test_inputs_and_unseen_phrasings_never_occur_in_training() -> None:
+    split = instruction_tasks(n_train=300, n_val=20, n_test=100, seed=1)
+    seen_inputs = {(r["task"], r["input"]) for r in split.train + split.val}
+    seen_phrasings = {r["instruction"] for r in split.train + split.val}
+    for r in split.test + split.test_unseen:
+        assert (r["task"], r["input"]) not in seen_inputs
+    for task, unseen in split.unseen.items():
+        assert len(unseen) == 1 and not set(unseen) & seen_phrasings
+        assert {r["instruction"] for r in split.test_unseen if r["task"] == task} == set(unseen)
+        assert {r["instruction"] for r in split.test if r["task"] == task} <= seen_phrasings
+
+
+def test_the_input_sits_at_the_same_place_for_every_phrasing() -> None:
+    for task in INSTRUCTION_TASKS.values():
+        starts = {format_prompt({"instruction": p, "input": task.example}).index(task.example)
+                  for p in task.phrasings}
+        assert len(starts) == 1, task.name
+
+
+def test_instruction_tasks_are_reproducible_and_seeded() -> None:
+    a = instruction_tasks(n_train=20, n_val=2, n_test=5, seed=7, tasks=["reverse", "length"])
+    assert a == instruction_tasks(n_train=20, n_val=2, n_test=5, seed=7, tasks=["reverse", "length"])
+    assert a.train != instruction_tasks(n_train=20, n_val=2, n_test=5, seed=8, tasks=["reverse", "length"]).train
+    assert {r["task"] for r in a.train} == {"reverse", "length"}
+
+
+def test_one_task_alone_is_the_same_data_whatever_else_exists() -> None:
+    # chapter 11 trains on the length task alone: its records depend only on the seed
+    a = instruction_tasks(n_train=30, n_val=3, n_test=30, seed=0, tasks=["length"])
+    assert [len(r["input"]) for r in a.train] == [int(r["output"]) for r in a.train]
+    assert all(3 <= int(r["output"]) <= 8 for r in a.test)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(tasks=["revers"]), "unknown tasks"),
+    (dict(tasks=["length", "length"]), "once"),
+    (dict(n_train=0), "n_train"),
+    (dict(unseen_phrasings=4), "unseen_phrasings"),
+    (dict(held_out=1.0), "held_out"),
+])
+def test_bad_instruction_task_settings_are_explained(kwargs: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        instruction_tasks(**kwargs)
+
+
+def test_phrasings_of_different_lengths_are_refused() -> None:
+    with pytest.raises(ValueError, match="same length"):
+        InstructionTask("x", "x", ("Short.", "Much longer."), "a")
+
+
+def test_accuracy_by_task_is_exact_per_task_and_overall() -> None:
+    records = [{"task": "upper", "output": "PELK"}, {"task": "upper", "output": "AB"},
+               {"task": "length", "output": "4"}]
+    got = accuracy_by_task(records, [" PELK\n", "ab", "4"])
+    assert got == {"upper": 0.5, "length": 1.0, "all": pytest.approx(2 / 3)}
+    with pytest.raises(ValueError, match="pair up"):
+        accuracy_by_task(records, ["x"])

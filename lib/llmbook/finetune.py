@@ -313,12 +313,14 @@ def finetune(model: GPT, train_data: InstructionDataset, val_data: InstructionDa
              steps: int, batch_size: int = 8, lr: float = 3e-3, min_lr: float | None = None,
              warmup_steps: int = 20, weight_decay: float = 0.0, grad_clip: float | None = 1.0,
              grad_accum_steps: int = 1, eval_interval: int | None = None, eval_examples: int = 64,
-             seed: int = 0, precision: str = "auto", progress: bool = True) -> History:
+             seed: int = 0, precision: str = "auto", progress: bool = True, pool: int = 16) -> History:
     """Train ``model`` in place on loss-masked instruction data and return its ``History``.
 
     The shared training step of ``llmbook.train.fit`` (AdamW, warmup + cosine, clipping,
     precision, the loss averaged over every response token of the step), with batches
-    drawn by ``LengthGroupedBatches`` and padded only to their longest example. Only
+    drawn by ``LengthGroupedBatches`` (``pool`` batches' worth of examples sorted by length
+    at a time; ``pool=1`` draws plain random batches) and padded only to their longest
+    example. Only
     parameters with ``requires_grad`` train, so after ``apply_lora`` this trains the LoRA
     matrices alone. ``eval_interval`` (default: once, at the end) records the masked loss
     on up to ``eval_examples`` training and validation examples.
@@ -336,7 +338,7 @@ def finetune(model: GPT, train_data: InstructionDataset, val_data: InstructionDa
             out["val_loss"] = masked_loss(model, val_data, limit=eval_examples)
         return out
 
-    batches = LengthGroupedBatches([len(e.ids) for e in train_data.encoded], batch_size, seed)
+    batches = LengthGroupedBatches([len(e.ids) for e in train_data.encoded], batch_size, seed, pool)
     return fit(model, NextTokenLoss(), cfg, sample=lambda k: torch.tensor(batches(k)),
                collate_batch=lambda idx: train_data.batch(idx.tolist()), measure=losses,
                data_key=fingerprint(train_data.encoded), desc="fine-tuning")

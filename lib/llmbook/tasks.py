@@ -1,5 +1,6 @@
 """Synthetic tasks with a known answer, for measuring what a model can use from its context
-(chapter 4 introduces them; chapter 11 uses them again for in-context learning).
+(chapter 4 introduces them; chapter 10 adds instructions whose answers are computed from
+their input; chapter 11 uses them again for in-context learning).
 
 The long-range recall task states a fact early ("the queen is rose ."), fills the
 context with unrelated words, and then asks about the fact ("the king's wife is"). The
@@ -20,6 +21,9 @@ the models that learn the task can be tiny.
 from __future__ import annotations
 
 import math
+import random
+import string
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -287,4 +291,234 @@ class RecallTask:
         return (guess.cpu() == answers.cpu()).float().mean().item()
 
 
-__all__ = ["FILLER", "NAMES", "ROLES", "RecallBatch", "RecallTask"]
+
+
+# =========================================================================== instruction tasks
+#
+# Chapter 10 teaches a model to follow instructions. On free-form instructions ("Name a
+# mammal that lays eggs.") a small model learns the *form* of an answer but not the
+# facts, so the chapter also needs instructions whose answers are computed from the
+# input, which we can check exactly and which a small model can master.
+#
+# Two choices make the data honest for a small model:
+# * The words are made up (random lowercase letters). A model cannot answer "reverse
+#   the word" about a word it has never seen by recalling a training answer, only by
+#   reading the input; and no test word occurs in training.
+# * All phrasings of one task have the same number of characters, so the input sits at
+#   the same place in every prompt of that task. Our small CPU model has no mechanism
+#   for finding text by what precedes it (no induction heads, chapter 11) and reads the
+#   input by its position; chapter 10 measures what happens when the position moves.
+
+
+@dataclass(frozen=True)
+class InstructionTask:
+    """One kind of instruction whose answer is computed from its input.
+
+    ``phrasings`` are different ways to ask for the same thing, all of the same length
+    (see the comment above); ``example`` is an input.
+    """
+
+    name: str
+    description: str
+    phrasings: tuple[str, ...]
+    example: str
+
+    def __post_init__(self) -> None:
+        if len(self.phrasings) < 2 or len(set(self.phrasings)) != len(self.phrasings):
+            raise ValueError(f"task {self.name!r} needs at least two distinct phrasings")
+        if len({len(p) for p in self.phrasings}) != 1:
+            raise ValueError(f"the phrasings of task {self.name!r} must all have the same length, "
+                             f"got {sorted({len(p) for p in self.phrasings})} characters")
+
+
+INSTRUCTION_TASKS: dict[str, InstructionTask] = {t.name: t for t in (
+    InstructionTask("reverse", "a made-up word of 3-5 letters, reversed", (
+        "Reverse the letters.", "Write it in reverse.", "Spell it in reverse.",
+        "Spell the word back."), "pelk"),
+    InstructionTask("upper", "a made-up word of 3-5 letters in capitals", (
+        "Put it in uppercase.", "Use capital letters.", "Turn it to capitals.",
+        "Write in upper case."), "pelk"),
+    InstructionTask("length", "the number of letters of a made-up word of 3-8 letters", (
+        "Count the letters.", "Count its letters.", "Count each letter.",
+        "Give letter count."), "ravomes"),
+    InstructionTask("add", "the sum of two numbers from 0 to 9", (
+        "Add the two numbers.", "What do they add to?", "Sum the two numbers.",
+        "What is their total?"), "4 and 7"),
+    InstructionTask("in_words", "a number from 0 to 99 in words", (
+        "Write it out in words.", "Give it in full words.", "Spell out this number.",
+        "Write in words please."), "42"),
+)}
+"""The computable instruction tasks, by name (see ``instruction_tasks``)."""
+
+_ONES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
+         "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen",
+         "nineteen")
+_TENS = ("", "", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety")
+
+
+def number_in_words(n: int) -> str:
+    """0-99 in English words, with a hyphen between tens and units: 42 -> 'forty-two'."""
+    if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= 99:
+        raise ValueError(f"number_in_words covers the integers 0 to 99, got {n!r}")
+    if n < 20:
+        return _ONES[n]
+    tens, units = divmod(n, 10)
+    return _TENS[tens] + ("-" + _ONES[units] if units else "")
+
+
+def solve(task: str, text: str) -> str:
+    """The correct answer to ``task`` for the input ``text``."""
+    if task == "reverse":
+        return text[::-1]
+    if task == "upper":
+        return text.upper()
+    if task == "length":
+        return str(len(text))
+    if task == "add":
+        a, b = text.split(" and ")
+        return str(int(a) + int(b))
+    if task == "in_words":
+        return number_in_words(int(text))
+    raise ValueError(f"unknown task {task!r}; the tasks are {sorted(INSTRUCTION_TASKS)}")
+
+
+def task_record(task: str, instruction: str, text: str) -> dict[str, str]:
+    """One record in the Alpaca layout (``instruction``, ``input``, ``output``) plus its ``task``."""
+    return {"instruction": instruction, "input": text, "output": solve(task, text), "task": task}
+
+
+class TaskSplit(NamedTuple):
+    """Records of the computable tasks, split four ways.
+
+    ``train`` and ``val`` ask in the seen phrasings about training inputs; ``test`` asks
+    in the seen phrasings about held-out inputs; ``test_unseen`` asks about held-out
+    inputs in phrasings that appear nowhere in training. ``unseen`` names those
+    phrasings, per task.
+    """
+
+    train: list[dict[str, str]]
+    val: list[dict[str, str]]
+    test: list[dict[str, str]]
+    test_unseen: list[dict[str, str]]
+    unseen: dict[str, tuple[str, ...]]
+
+
+class _Inputs:
+    """Draws task inputs; ``hold_out()`` switches to inputs that training never used.
+
+    Numbers (0-99) and pairs of digits are split once, by the seed, into a training
+    part and a held-out part. Made-up words are drawn fresh; every word drawn for
+    training is remembered, and after ``hold_out()`` such a word is drawn again.
+    """
+
+    def __init__(self, rng: random.Random, held_out: float) -> None:
+        self.rng, self.testing = rng, False
+        self.used: set[str] = set()
+        numbers, pairs = list(range(100)), [(a, b) for a in range(10) for b in range(10)]
+        rng.shuffle(numbers)
+        rng.shuffle(pairs)
+        k, m = round(held_out * len(numbers)), round(held_out * len(pairs))
+        self.numbers = {False: numbers[k:], True: numbers[:k]}
+        self.pairs = {False: pairs[m:], True: pairs[:m]}
+
+    def hold_out(self) -> None:
+        self.testing = True
+
+    def word(self, lo: int, hi: int) -> str:
+        while True:
+            w = "".join(self.rng.choice(string.ascii_lowercase) for _ in range(self.rng.randint(lo, hi)))
+            if not self.testing:
+                self.used.add(w)
+                return w
+            if w not in self.used:
+                return w
+
+    def draw(self, task: str) -> str:
+        rng = self.rng
+        if task == "reverse":
+            return self.word(3, 5)
+        if task == "length":
+            return self.word(3, 8)
+        if task == "upper":
+            return self.word(3, 5)
+        if task == "add":
+            a, b = rng.choice(self.pairs[self.testing])
+            return f"{a} and {b}"
+        if task == "in_words":
+            return str(rng.choice(self.numbers[self.testing]))
+        raise ValueError(f"unknown task {task!r}; the tasks are {sorted(INSTRUCTION_TASKS)}")
+
+
+def instruction_tasks(n_train: int = 400, n_val: int = 10, n_test: int = 20, *, seed: int = 0,
+                      tasks: Sequence[str] | None = None, unseen_phrasings: int = 1,
+                      held_out: float = 0.25) -> TaskSplit:
+    """Instruction records with computable answers, in the Alpaca record format.
+
+    Per task: ``n_train`` training and ``n_val`` validation records (training inputs,
+    seen phrasings), ``n_test`` test records (held-out inputs, seen phrasings) and, when
+    ``unseen_phrasings`` > 0, ``n_test`` records that ask about held-out inputs in
+    unseen phrasings. For each task a seeded choice of ``unseen_phrasings`` of its
+    phrasings is kept out of training and validation. Held-out inputs: a seeded
+    ``held_out`` share of the numbers 0-99 and of the pairs of digits is kept for
+    testing, and no made-up word of the test records occurs in a training or
+    validation record. Records carry a fourth key, ``task``, which ``format_prompt``
+    and ``InstructionDataset`` ignore. The result depends only on the arguments.
+    """
+    names = list(INSTRUCTION_TASKS) if tasks is None else list(tasks)
+    unknown = sorted(set(names) - set(INSTRUCTION_TASKS))
+    if unknown or not names:
+        raise ValueError(f"unknown tasks {unknown or names}; choose from {sorted(INSTRUCTION_TASKS)}")
+    if len(set(names)) != len(names):
+        raise ValueError(f"each task may be named once, got {names}")
+    for label, n, least in (("n_train", n_train, 1), ("n_val", n_val, 0), ("n_test", n_test, 0)):
+        if isinstance(n, bool) or not isinstance(n, int) or n < least:
+            raise ValueError(f"{label} must be an integer of at least {least}, got {n!r}")
+    fewest = min(len(INSTRUCTION_TASKS[t].phrasings) for t in names)
+    if isinstance(unseen_phrasings, bool) or not isinstance(unseen_phrasings, int) \
+            or not 0 <= unseen_phrasings < fewest:
+        raise ValueError(f"unseen_phrasings must be an integer from 0 to {fewest - 1} (each task "
+                         f"keeps at least one phrasing to train on), got {unseen_phrasings!r}")
+    if not 0 < held_out < 1:
+        raise ValueError(f"held_out is the share of inputs kept for testing, in (0, 1); got {held_out!r}")
+    rng = random.Random(seed)
+    inputs = _Inputs(rng, held_out)
+    seen: dict[str, list[str]] = {}
+    unseen: dict[str, tuple[str, ...]] = {}
+    for task in names:
+        order = list(INSTRUCTION_TASKS[task].phrasings)
+        rng.shuffle(order)
+        unseen[task], seen[task] = tuple(order[:unseen_phrasings]), order[unseen_phrasings:]
+
+    def records(n: int, wordings: Mapping[str, Sequence[str]]) -> list[dict[str, str]]:
+        out = [task_record(task, rng.choice(wordings[task]), inputs.draw(task))
+               for task in names if wordings[task] for _ in range(n)]
+        rng.shuffle(out)
+        return out
+
+    train, val = records(n_train, seen), records(n_val, seen)
+    inputs.hold_out()
+    test, test_unseen = records(n_test, seen), records(n_test, unseen)
+    return TaskSplit(train, val, test, test_unseen, unseen)
+
+
+def accuracy_by_task(records: Sequence[Mapping[str, str]], answers: Sequence[str]) -> dict[str, float]:
+    """Share of exactly right answers per task, and over all records under ``"all"``.
+
+    Exact means equal to the reference after stripping surrounding whitespace: case and
+    punctuation count ("PELK" is not "pelk"), unlike ``llmbook.metrics.exact_match``,
+    which normalises both for free-text answers.
+    """
+    if len(records) != len(answers):
+        raise ValueError(f"{len(records)} records but {len(answers)} answers; they must pair up")
+    if not records:
+        raise ValueError("nothing to score: no records were given")
+    hits: dict[str, list[bool]] = {}
+    for record, answer in zip(records, answers, strict=True):
+        hits.setdefault(record.get("task", "?"), []).append(answer.strip() == record["output"])
+    out = {task: sum(h) / len(h) for task, h in hits.items()}
+    out["all"] = sum(sum(h) for h in hits.values()) / len(records)
+    return out
+
+
+__all__ = ["FILLER", "INSTRUCTION_TASKS", "NAMES", "ROLES", "InstructionTask", "RecallBatch", "RecallTask",
+           "TaskSplit", "accuracy_by_task", "instruction_tasks", "number_in_words", "solve", "task_record"]

@@ -1,16 +1,18 @@
 """Checks for chapter 11, "Emergent abilities and learning from preferences".
 
-Five exercises rebuild the chapter's measurements: a k-shot prompt (examples written as
+Six exercises rebuild the chapter's measurements: a k-shot prompt (examples written as
 text before the query), a batch of repeated random sequences (the data on which
 induction heads form), the induction score of an attention map (attention from each
 token of the second copy to the token after its earlier occurrence), the log-probability
-of an answer with the prompt and padding masked out, and the DPO loss. Each check
-compares the learner's function with a reference on several inputs and, when they
-differ, names the input, shows expected and actual values, and recognises the usual
-mistakes (a trailing newline, tokens doubled instead of the segment repeated, the
+of an answer with the prompt and padding masked out, the DPO loss, and GRPO's
+group-relative advantages. Each check compares the learner's function with a reference
+on several inputs and, when they differ, names the input, shows expected and actual
+values, and recognises the usual mistakes (a trailing newline, tokens doubled instead of the segment repeated, the
 duplicate-token or previous-token offset instead of the induction offset, a mean where a
 sum belongs, ignored targets that still count, a missing beta, a swapped sign,
-``log(sigmoid(.))`` that overflows) by recomputing the answer with that mistake.
+``log(sigmoid(.))`` that overflows, a population std, a batch-wide mean, groups read
+with the wrong stride, 0 / 0 for a group of equal rewards) by recomputing the answer
+with that mistake.
 """
 
 from __future__ import annotations
@@ -391,7 +393,91 @@ def check_dpo_loss(fn: Any) -> str:
             "reference, finite for huge margins, with the right gradients.")
 
 
+# --------------------------------------------------------------------------- GRPO's group advantages
+
+
+ADVANTAGE_EPS = 1e-6
+"""The small number added to the group's standard deviation (as ``llmbook.rl``)."""
+
+
+def reference_group_advantages(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
+    """(r - group mean) / (group sample std + eps), groups of ``group_size`` consecutive rewards."""
+    r = rewards.view(-1, group_size)
+    centred = r - r.mean(dim=1, keepdim=True)
+    return (centred / (r.std(dim=1, keepdim=True) + ADVANTAGE_EPS)).reshape(-1)
+
+
+def _advantage_variants(rewards: torch.Tensor, group_size: int) -> list[tuple[torch.Tensor, str]]:
+    r = rewards.view(-1, group_size)
+    centred = r - r.mean(dim=1, keepdim=True)
+    strided = rewards.view(group_size, -1)
+    return [
+        ((centred / (r.std(dim=1, keepdim=True, unbiased=False) + ADVANTAGE_EPS)).reshape(-1),
+         "use the sample standard deviation (n - 1 in the denominator), which is what "
+         "torch.std computes by default; unbiased=False (or correction=0) divides by n."),
+        ((centred / r.std(dim=1, keepdim=True)).reshape(-1),
+         "a group whose rewards are all equal has std 0: add a small eps to the std before "
+         "dividing (std + 1e-6), so that its advantages are 0 instead of 0 / 0 = nan."),
+        (centred.reshape(-1), "divide the centred rewards by the group's standard deviation "
+         "(plus eps), not only subtract the mean."),
+        ((rewards - rewards.mean()) / (rewards.std() + ADVANTAGE_EPS),
+         "normalise within each group (a prompt's own answers), not over the whole batch: "
+         "reshape to (groups, group_size) and take the mean and std along dim=1."),
+        (((strided - strided.mean(dim=0, keepdim=True)) / (strided.std(dim=0, keepdim=True)
+                                                          + ADVANTAGE_EPS)).reshape(-1),
+         "a group is group_size *consecutive* rewards: reshape to (-1, group_size) "
+         "(one row per prompt) and reduce along dim=1."),
+        ((r - r.mean(dim=1, keepdim=True)).div(r.std(dim=1, keepdim=True) + ADVANTAGE_EPS)
+         .neg().reshape(-1), "the sign is flipped: an answer better than its group's mean "
+         "gets a positive advantage (r - mean, not mean - r)."),
+    ]
+
+
+@register("emergent.group_advantages", chapter=CHAPTER, title="GRPO's group-relative advantages")
+def check_group_advantages(fn: Any) -> str:
+    """Binary and graded rewards, several group sizes, groups of equal rewards, inputs left alone."""
+    g = torch.Generator().manual_seed(11)
+    cases = [
+        ("[1, 0, 0, 0,  1, 1, 0, 0]", torch.tensor([1.0, 0, 0, 0, 1, 1, 0, 0]), 4),
+        ("[0, 1, 1, 0, 0, 1]", torch.tensor([0.0, 1, 1, 0, 0, 1]), 3),
+        ("<32 rewards of 0 or 1>", torch.randint(2, (32,), generator=g).float(), 8),
+        ("<12 graded rewards>", torch.rand(12, generator=g) * 5 - 1, 4),
+        ("[0.3, 0.9]", torch.tensor([0.3, 0.9]), 2),
+    ]
+    for text, rewards, size in cases:
+        label = f"group_advantages({text}, group_size={size})"
+        original = rewards.clone()
+        got = call(fn, rewards, size, label=label)
+        unchanged(label, [rewards], [original], ["rewards"])
+        expected = reference_group_advantages(original, size)
+        got = tensor_answer(got, label, expected=expected,
+                            hint="return one advantage per reward, a tensor of shape (N,).")
+        if tuple(got.shape) != tuple(expected.shape):
+            raise mismatch(f"{label} has the wrong shape.", f"shape {tuple(expected.shape)}", got,
+                           "one advantage per reward, in the order of the rewards: after "
+                           "working on (groups, group_size), reshape back with .reshape(-1).")
+        if not same(got, expected):
+            raise mismatch(f"{label} gives the wrong advantages.", expected, got,
+                           known_mistake(got, _advantage_variants(original, size))
+                           or "A = (r - mean of its group) / (std of its group + eps).")
+    # Groups whose rewards are all equal: every advantage is exactly 0 (not nan).
+    rewards = torch.tensor([1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 1.0])
+    label = "group_advantages([1, 1, 1,  0, 0, 0,  1, 0, 1], group_size=3)"
+    got = tensor_answer(call(fn, rewards.clone(), 3, label=label), label)
+    expected = reference_group_advantages(rewards, 3)
+    if got.numel() == 9 and not torch.isfinite(got.reshape(-1)[:6]).all():
+        raise mismatch(f"{label}: a group whose rewards are all equal must get advantages of 0.",
+                       expected, got, "its std is 0: add a small eps to the std before dividing "
+                       "(std + 1e-6), so that 0 / eps gives 0 instead of 0 / 0 = nan.")
+    if not same(got, expected):
+        raise mismatch(f"{label} gives the wrong advantages.", expected, got,
+                       known_mistake(got, _advantage_variants(rewards, 3))
+                       or "A = (r - mean of its group) / (std of its group + eps).")
+    return ("Correct: each reward compared with its own group's mean, in units of the group's "
+            "standard deviation, and 0 for groups that all scored alike.")
+
+
 __all__ = [
-    "reference_dpo_loss", "reference_induction_score", "reference_k_shot_prompt",
-    "reference_repeated_sequences", "reference_sequence_logprob",
+    "reference_dpo_loss", "reference_group_advantages", "reference_induction_score",
+    "reference_k_shot_prompt", "reference_repeated_sequences", "reference_sequence_logprob",
 ]
