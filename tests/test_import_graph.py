@@ -88,8 +88,8 @@ def test_the_llmbook_import_graph_has_no_cycle():
 
 
 @pytest.mark.parametrize("lower", ["llmbook.config", "llmbook.device", "llmbook.profile",
-                                   "llmbook.data", "llmbook.atomic", "llmbook.attention",
-                                   "llmbook.model"])
+                                   "llmbook.data", "llmbook.atomic", "llmbook.layers",
+                                   "llmbook.attention", "llmbook.model"])
 def test_lower_layers_never_import_the_model_or_its_loaders(lower):
     graph = import_graph()
     if lower not in graph:

@@ -5,6 +5,12 @@ One projection makes queries, keys and values for every head at once (GPT-2's
 The fused kernel ``torch.nn.functional.scaled_dot_product_attention`` does the work by
 default; ``attn_impl="explicit"`` spells out the masked softmax so chapters can look
 at the attention weights and benchmarks can measure what fusion buys.
+
+Two later-model options live here too (chapter 13). Rotary positions (``positions="rope"``)
+rotate queries and keys by position before they meet. Grouped-query attention
+(``n_kv_head < n_head``) makes fewer key/value heads than query heads: each key/value head
+serves a group of ``n_head // n_kv_head`` query heads, and the KV cache stores only the
+key/value heads, which is what the option is for.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from llmbook.config import GPTConfig
+from llmbook.layers import apply_rotary
 
 
 class KVCache:
@@ -28,7 +35,10 @@ class KVCache:
     ``max_length`` positions (``GPT.forward`` sets it to the context window when it is
     None), and every later step writes into it in place, as litgpt and nanochat do:
     growing by concatenation would copy the whole cache at every step. ``keys`` and
-    ``values`` are views of the filled part, (B, n_head, length, head_dim) per layer.
+    ``values`` are views of the filled part, (B, n_kv_head, length, head_dim) per layer
+    (``n_kv_head`` is ``n_head`` unless the model uses grouped-query attention). Keys are
+    stored after their rotation when the model uses rotary positions: a key's rotation
+    depends on its own position only, so it never needs recomputing.
     """
 
     def __init__(self, n_layer: int, max_length: int | None = None) -> None:
@@ -75,7 +85,7 @@ class KVCache:
         self._k[layer], self._v[layer] = new_k, new_v
 
     def append(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Write ``k`` and ``v`` (B, n_head, T, head_dim) after the cached positions of ``layer``;
+        """Write ``k`` and ``v`` (B, n_kv_head, T, head_dim) after the cached positions of ``layer``;
         return the keys and values of every position so far (views, no copy)."""
         start, T = self._filled[layer], k.shape[-2]
         buf = self._k[layer]
@@ -123,10 +133,14 @@ class CausalSelfAttention(nn.Module):
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
         self.n_head = config.n_head
+        self.n_kv_head = config.kv_heads
+        self.head_dim = config.head_dim
         self.n_embd = config.n_embd
         self.dropout = config.dropout
         self.attn_impl = config.attn_impl
-        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
+        kv_dim = self.n_kv_head * self.head_dim  # n_embd unless grouped-query attention
+        # One projection for queries, keys and values, stacked in that order.
+        self.c_attn = nn.Linear(config.n_embd, config.n_embd + 2 * kv_dim, bias=config.bias)
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.resid_dropout = nn.Dropout(config.dropout)
         # The weights of the last forward pass, kept only when asked (for plots).
@@ -139,14 +153,24 @@ class CausalSelfAttention(nn.Module):
         cache: KVCache | None = None,
         layer: int = 0,
         key_mask: torch.Tensor | None = None,
+        rope: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor:
-        """``key_mask`` (B, T_key), True for real tokens, hides left padding in a batch."""
+        """``key_mask`` (B, T_key), True for real tokens, hides left padding in a batch.
+        ``rope`` is the (cos, sin) pair of ``llmbook.layers.rotary_cos_sin`` for these tokens'
+        positions, when the model uses rotary positions."""
         B, T, C = x.shape
-        q, k, v = self.c_attn(x).split(self.n_embd, dim=2)
-        # (B, T, C) -> (B, n_head, T, head_dim)
-        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
+        kv_dim = self.n_kv_head * self.head_dim
+        q, k, v = self.c_attn(x).split([C, kv_dim, kv_dim], dim=2)
+        # (B, T, heads * head_dim) -> (B, heads, T, head_dim)
+        q = q.view(B, T, self.n_head, self.head_dim).transpose(1, 2)
+        k, v = (t.view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2) for t in (k, v))
+        if rope is not None:
+            q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
         if cache is not None:
             k, v = cache.append(layer, k, v)
+        if self.n_kv_head != self.n_head:  # each key/value head serves a group of query heads
+            group = self.n_head // self.n_kv_head
+            k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
         t_key = k.shape[-2]
         dropout_p = self.dropout if self.training else 0.0
 

@@ -4,20 +4,49 @@ Field names follow GPT-2's own (``n_embd``, ``n_layer``, ``n_head``, ``n_positio
 ``vocab_size``) so that reading a Hugging Face ``config.json`` is a one-to-one mapping.
 Parameter counts are computed from the shapes alone, so a reader can count GPT-3's
 175 billion parameters on a laptop without allocating a single one.
+
+The architecture choices later models made differently (chapter 13: RMSNorm, rotary
+positions, SwiGLU, grouped-query attention, no biases, untied embeddings) are fields too,
+each defaulting to GPT-2's choice, so a config that does not name them is GPT-2 exactly.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
 ATTN_IMPLS = ("sdpa", "explicit")
+NORMS = ("layernorm", "rmsnorm")
+POSITIONS = ("learned", "rope")
+MLPS = ("gelu", "swiglu")
+# The post-GPT-2 options and their GPT-2 values. ``to_dict`` leaves out those still at these
+# values, so a GPT-2 config (and the checkpoint header that stores it) reads as it always did.
+ARCHITECTURE_DEFAULTS: dict[str, Any] = {
+    "norm": "layernorm", "positions": "learned", "rope_theta": 10000.0, "mlp": "gelu",
+    "intermediate_size": None, "n_kv_head": None,
+}
 
 
 @dataclass
 class GPTConfig:
-    """The shape of a GPT. Defaults are GPT-2 small (124M)."""
+    """The shape of a GPT. Defaults are GPT-2 small (124M).
+
+    Architecture options, each GPT-2's choice by default (Llama's in brackets):
+
+    - ``norm``: ``"layernorm"`` or ``"rmsnorm"`` [rmsnorm]; ``layer_norm_epsilon`` is either's eps.
+    - ``positions``: ``"learned"`` (a ``wpe`` vector added per position) or ``"rope"`` (queries
+      and keys rotated by position, no ``wpe``) [rope]; ``rope_theta`` sets the slowest rotation.
+    - ``mlp``: ``"gelu"`` or ``"swiglu"`` [swiglu]; ``intermediate_size`` is its hidden width
+      (None: 4 * n_embd for GELU, about 8/3 * n_embd for SwiGLU, see ``hidden_size``).
+    - ``n_kv_head``: heads of keys and values (None: ``n_head``). Fewer than ``n_head`` is
+      grouped-query attention, 1 is multi-query attention: groups of query heads share one
+      key/value head, and the KV cache shrinks by ``n_head / n_kv_head``.
+    - ``bias``: biases in every linear layer [False]. Norm layers follow ``norm``: GPT-2's
+      LayerNorm always keeps its bias, RMSNorm has none.
+    - ``tie_word_embeddings``: the output head reuses the token embedding matrix [per model].
+    """
 
     vocab_size: int = 50257
     n_positions: int = 1024  # the context window, in tokens
@@ -31,6 +60,12 @@ class GPTConfig:
     # "sdpa": PyTorch's fused scaled_dot_product_attention; "explicit": the textbook
     # masked softmax, slower but able to hand back the attention weights for plots.
     attn_impl: str = "sdpa"
+    norm: str = "layernorm"
+    positions: str = "learned"
+    rope_theta: float = 10000.0
+    mlp: str = "gelu"
+    intermediate_size: int | None = None
+    n_kv_head: int | None = None
     name: str = field(default="custom", compare=False)
 
     def __post_init__(self) -> None:
@@ -47,10 +82,55 @@ class GPTConfig:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.attn_impl not in ATTN_IMPLS:
             raise ValueError(f"attn_impl must be one of {ATTN_IMPLS}, got {self.attn_impl!r}")
+        self._check_architecture()
+
+    def _check_architecture(self) -> None:
+        """Reject post-GPT-2 options that do not fit, saying what would."""
+        for key, choices in (("norm", NORMS), ("positions", POSITIONS), ("mlp", MLPS)):
+            if getattr(self, key) not in choices:
+                raise ValueError(f"GPTConfig.{key} must be one of {choices}, got {getattr(self, key)!r}")
+        for key in ("bias", "tie_word_embeddings"):
+            if not isinstance(getattr(self, key), bool):
+                raise ValueError(f"GPTConfig.{key} must be True or False, got {getattr(self, key)!r}")
+        if self.positions == "rope" and self.head_dim % 2:
+            raise ValueError(
+                f"rotary positions turn pairs of dimensions, so head_dim (n_embd // n_head = {self.head_dim}) "
+                f"must be even; change n_embd or n_head, or use positions='learned'"
+            )
+        if isinstance(self.rope_theta, bool) or not isinstance(self.rope_theta, int | float) or self.rope_theta <= 1:
+            raise ValueError(f"rope_theta must be a number above 1 (Llama: 10000 or 500000), got {self.rope_theta!r}")
+        for key in ("intermediate_size", "n_kv_head"):
+            value = getattr(self, key)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ValueError(f"GPTConfig.{key} must be a positive integer or None (the default), got {value!r}")
+        if self.n_head % self.kv_heads:
+            raise ValueError(
+                f"n_kv_head ({self.n_kv_head}) must divide n_head ({self.n_head}) so that every key/value head "
+                f"serves the same number of query heads; choose a divisor of {self.n_head}, or None for n_head"
+            )
 
     @property
     def head_dim(self) -> int:
         return self.n_embd // self.n_head
+
+    @property
+    def kv_heads(self) -> int:
+        """Heads of keys and values: ``n_kv_head``, or ``n_head`` when it is None (GPT-2)."""
+        return self.n_head if self.n_kv_head is None else self.n_kv_head
+
+    @property
+    def hidden_size(self) -> int:
+        """The feed-forward block's hidden width.
+
+        ``intermediate_size`` when set; otherwise GPT-2's 4 * n_embd for GELU, and for SwiGLU,
+        whose three matrices would otherwise hold 1.5x the parameters, 8/3 * n_embd rounded
+        up to a multiple of 8 (as Llama does, to a coarser multiple), so both hold ~8 n_embd^2.
+        """
+        if self.intermediate_size is not None:
+            return self.intermediate_size
+        if self.mlp == "swiglu":
+            return 8 * math.ceil(self.n_embd / 3)
+        return 4 * self.n_embd
 
     @classmethod
     def from_preset(cls, name: str, **overrides: Any) -> GPTConfig:
@@ -61,7 +141,13 @@ class GPTConfig:
         return dataclasses.replace(PRESETS[name], **overrides)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The fields as a dictionary, without the post-GPT-2 options left at their GPT-2 values.
+
+        Leaving those out keeps a GPT-2 config's dictionary, and so every checkpoint saved
+        from one, exactly what it was before the options existed; ``from_dict`` fills them in.
+        """
+        return {k: v for k, v in dataclasses.asdict(self).items()
+                if k not in ARCHITECTURE_DEFAULTS or v != ARCHITECTURE_DEFAULTS[k]}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> GPTConfig:
@@ -105,15 +191,18 @@ def parameter_breakdown(config: GPTConfig) -> dict[str, int]:
     """Parameters per part of the model, from the shapes alone (nothing is allocated)."""
     d, v, t, n = config.n_embd, config.vocab_size, config.n_positions, config.n_layer
     b = 1 if config.bias else 0
-    layer_norm = 2 * d  # weight and bias (GPT-2's layer norms always have a bias)
-    attention = d * 3 * d + b * 3 * d + d * d + b * d
-    mlp = d * 4 * d + b * 4 * d + 4 * d * d + b * d
+    kv = config.kv_heads * config.head_dim  # width of the keys, and of the values
+    hidden, n_in = config.hidden_size, (2 if config.mlp == "swiglu" else 1)  # SwiGLU: gate and value
+    # GPT-2's layer norms always have a weight and a bias; RMSNorm has a weight only.
+    norm = 2 * d if config.norm == "layernorm" else d
+    attention = d * (d + 2 * kv) + b * (d + 2 * kv) + d * d + b * d
+    mlp = d * n_in * hidden + b * n_in * hidden + hidden * d + b * d
     return {
         "token embeddings (wte)": v * d,
-        "position embeddings (wpe)": t * d,
+        "position embeddings (wpe)": t * d if config.positions == "learned" else 0,
         "attention (all layers)": n * attention,
         "feed-forward (all layers)": n * mlp,
-        "layer norms": n * 2 * layer_norm + layer_norm,
+        "layer norms": n * 2 * norm + norm,
         "output head (lm_head)": 0 if config.tie_word_embeddings else v * d,
     }
 

@@ -6,6 +6,12 @@ mapping: ``llmbook.weights.load_hf_gpt2`` loads them (the model never imports it
 loaders; they import it). Initialisation follows GPT-2: normal(0, 0.02)
 everywhere, with the projections that write into the residual stream scaled down by
 1/sqrt(2 * n_layer) so the stream's variance does not grow with depth.
+
+The post-GPT-2 options of ``GPTConfig`` (chapter 13) swap parts in place: RMSNorm for
+LayerNorm, rotary positions for ``wpe``, SwiGLU for the GELU block (``llmbook.layers``),
+grouped-query attention (``llmbook.attention``). The default config builds the same modules
+in the same order as before the options existed, so its initialisation draws the same
+random numbers and its checkpoints are unchanged (tests/test_architecture.py pins this).
 """
 
 from __future__ import annotations
@@ -19,17 +25,18 @@ from torch import nn
 
 from llmbook.attention import CausalSelfAttention, KVCache
 from llmbook.config import GPTConfig, count_parameters
+from llmbook.layers import SwiGLU, make_norm, rotary_cos_sin
 
 IGNORE_INDEX = -100  # targets with this value add nothing to the loss (padding, prompts)
 
 
 class MLP(nn.Module):
-    """The feed-forward block: widen 4x, GELU (GPT-2's tanh approximation), narrow back."""
+    """The feed-forward block: widen 4x (``config.hidden_size``), GELU (GPT-2's tanh approximation), narrow back."""
 
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
-        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
-        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+        self.c_fc = nn.Linear(config.n_embd, config.hidden_size, bias=config.bias)
+        self.c_proj = nn.Linear(config.hidden_size, config.n_embd, bias=config.bias)
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -41,10 +48,10 @@ class Block(nn.Module):
 
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
-        self.ln_1 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon)
+        self.ln_1 = make_norm(config)
         self.attn = CausalSelfAttention(config)
-        self.ln_2 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon)
-        self.mlp = MLP(config)
+        self.ln_2 = make_norm(config)
+        self.mlp: nn.Module = SwiGLU(config) if config.mlp == "swiglu" else MLP(config)
 
     def forward(
         self,
@@ -52,8 +59,9 @@ class Block(nn.Module):
         cache: KVCache | None = None,
         layer: int = 0,
         key_mask: torch.Tensor | None = None,
+        rope: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x), cache=cache, layer=layer, key_mask=key_mask)
+        x = x + self.attn(self.ln_1(x), cache=cache, layer=layer, key_mask=key_mask, rope=rope)
         return x + self.mlp(self.ln_2(x))
 
 
@@ -64,10 +72,11 @@ class GPT(nn.Module):
         super().__init__()
         self.config = config
         self.wte = nn.Embedding(config.vocab_size, config.n_embd)
-        self.wpe = nn.Embedding(config.n_positions, config.n_embd)
+        # Rotary positions act inside attention, so a rope model has no position table.
+        self.wpe = nn.Embedding(config.n_positions, config.n_embd) if config.positions == "learned" else None
         self.drop = nn.Dropout(config.dropout)
         self.h = nn.ModuleList(Block(config) for _ in range(config.n_layer))
-        self.ln_f = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon)
+        self.ln_f = make_norm(config)
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         if config.tie_word_embeddings:
             self.lm_head.weight = self.wte.weight
@@ -90,7 +99,7 @@ class GPT(nn.Module):
         """Unique parameters (a tied matrix counts once); optionally without wte/wpe."""
         n = sum(p.numel() for p in self.parameters())
         if non_embedding:
-            n -= self.wte.weight.numel() + self.wpe.weight.numel()
+            n -= self.wte.weight.numel() + (self.wpe.weight.numel() if self.wpe is not None else 0)
         return n
 
     def hidden_states(
@@ -104,7 +113,8 @@ class GPT(nn.Module):
 
         idx: (B, T) token ids. With a ``cache`` the tokens continue the cached ones.
         ``positions`` (B, T) overrides the position ids (generation uses it to skip left
-        padding). A classifier (chapter 9) puts its own head on these states.
+        padding); they pick rows of ``wpe``, or, with rotary positions, the rotation angles.
+        A classifier (chapter 9) puts its own head on these states.
         """
         if idx.dim() != 2:
             raise ValueError(f"idx must be a (batch, time) tensor of token ids, got shape {tuple(idx.shape)}")
@@ -120,9 +130,14 @@ class GPT(nn.Module):
             )
         if positions is None:
             positions = torch.arange(past, past + T, device=idx.device).unsqueeze(0)
-        x = self.drop(self.wte(idx) + self.wpe(positions))  # (B, T, n_embd)
+        rope = None
+        if self.wpe is not None:
+            x = self.drop(self.wte(idx) + self.wpe(positions))  # (B, T, n_embd)
+        else:
+            x = self.drop(self.wte(idx))
+            rope = rotary_cos_sin(positions, self.config.head_dim, self.config.rope_theta)  # 2 x (B, T, head_dim)
         for i, block in enumerate(self.h):
-            x = block(x, cache=cache, layer=i, key_mask=key_mask)
+            x = block(x, cache=cache, layer=i, key_mask=key_mask, rope=rope)
         return self.ln_f(x)
 
     def forward(

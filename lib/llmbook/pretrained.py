@@ -204,6 +204,8 @@ def tile_position_embeddings(model: GPT, trained: int) -> None:
     start instead of from random embeddings, and needs only a short phase to learn the rest
     (``benchmarks/base_model.py`` measures both).
     """
+    if model.wpe is None:
+        raise ValueError("tile_position_embeddings needs learned positions (wpe); this model uses rotary positions")
     n = model.wpe.weight.shape[0]
     if not 0 < trained < n:
         raise ValueError(f"trained must be between 1 and {n - 1} (the model's positions), got {trained}")
