@@ -18,7 +18,13 @@ import torch
 from llmbook import GPT, GPTConfig
 from llmbook.attention import KVCache
 from llmbook.checkpoint import load_checkpoint, save_model
-from llmbook.config import ARCHITECTURE_DEFAULTS, count_parameters, parameter_breakdown
+from llmbook.config import (
+    ARCHITECTURE_DEFAULTS,
+    PRESETS,
+    PUBLISHED_PARAMETERS,
+    count_parameters,
+    parameter_breakdown,
+)
 from llmbook.generate import generate
 
 SMALL = {"vocab_size": 50, "n_positions": 32, "n_embd": 32, "n_layer": 2, "n_head": 4}
@@ -221,3 +227,20 @@ def test_a_modern_model_learns():
         loss.backward()
         opt.step()
     assert loss.item() < 0.5 * first
+
+
+FAMILIES = ["llama-2-7b", "llama-3-8b", "llama-3.2-1b", "mistral-7b", "smollm2-135m"]
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_family_presets_count_their_published_sizes(name):
+    assert abs(count_parameters(name) / PUBLISHED_PARAMETERS[name] - 1) < 0.01
+    with torch.device("meta"):  # the real modules, no memory behind them
+        assert GPT(PRESETS[name]).num_parameters() == count_parameters(name)
+
+
+def test_family_presets_hold_the_known_exact_counts():
+    # The released weights' totals (the tensors in their safetensors files; Llama 3.1 8B
+    # has the same shapes as Llama 3 8B).
+    assert count_parameters("llama-3.2-1b") == 1_235_814_400
+    assert count_parameters("llama-3-8b") == 8_030_261_248

@@ -158,6 +158,15 @@ class GPTConfig:
         return cls(**data)
 
 
+def _llama(vocab: int, context: int, d: int, layers: int, heads: int, kv_heads: int, hidden: int,
+           theta: float, *, tied: bool, name: str) -> GPTConfig:
+    """A Llama-style shape: RMSNorm, rotary positions, SwiGLU, grouped queries, no biases."""
+    return GPTConfig(vocab_size=vocab, n_positions=context, n_embd=d, n_layer=layers, n_head=heads,
+                     n_kv_head=None if kv_heads == heads else kv_heads, intermediate_size=hidden, bias=False,
+                     norm="rmsnorm", positions="rope", rope_theta=theta, mlp="swiglu", tie_word_embeddings=tied,
+                     name=name)
+
+
 PRESETS: dict[str, GPTConfig] = {
     # OpenAI's GPT-2 family (Radford et al., 2019), shapes as in their released checkpoints.
     "gpt2": GPTConfig(n_embd=768, n_layer=12, n_head=12, name="gpt2"),
@@ -174,6 +183,15 @@ PRESETS: dict[str, GPTConfig] = {
         vocab_size=65, n_positions=128, n_embd=128, n_layer=4, n_head=4, name="char-small"
     ),
     "gpt2-mini": GPTConfig(n_positions=256, n_embd=256, n_layer=4, n_head=4, name="gpt2-mini"),
+    # Later families at their released shapes (each model's Hugging Face config.json), for
+    # counting and comparing (chapter 13). Llama 3.2's scaled rotary positions, Mistral's
+    # sliding window and the families llmbook cannot yet express (Qwen3's and Gemma 3's
+    # QK-norm and wider heads) are left out; none of them changes a parameter count here.
+    "llama-2-7b": _llama(32000, 4096, 4096, 32, 32, 32, 11008, 10000.0, tied=False, name="llama-2-7b"),
+    "llama-3-8b": _llama(128256, 8192, 4096, 32, 32, 8, 14336, 500000.0, tied=False, name="llama-3-8b"),
+    "llama-3.2-1b": _llama(128256, 131072, 2048, 16, 32, 8, 8192, 500000.0, tied=True, name="llama-3.2-1b"),
+    "mistral-7b": _llama(32000, 32768, 4096, 32, 32, 8, 14336, 10000.0, tied=False, name="mistral-7b"),
+    "smollm2-135m": _llama(49152, 8192, 576, 30, 9, 3, 1536, 100000.0, tied=True, name="smollm2-135m"),
 }
 
 # Published sizes, for setting our counts beside them. GPT-2's model card rounds to
@@ -184,6 +202,14 @@ PUBLISHED_PARAMETERS: dict[str, float] = {
     "gpt2-large": 774e6,
     "gpt2-xl": 1.5e9,
     "gpt3-175b": 175.0e9,
+    # LLaMA 7B as Touvron et al. (2023a, Table 2) report it; Llama 2 7B has the same shape.
+    "llama-2-7b": 6.7e9,
+    # The model cards: Llama 3 "8B", Llama 3.2 "1.23B", SmolLM2 "135M"; Mistral 7B "7.3B"
+    # (Mistral AI's announcement).
+    "llama-3-8b": 8e9,
+    "llama-3.2-1b": 1.23e9,
+    "mistral-7b": 7.3e9,
+    "smollm2-135m": 135e6,
 }
 
 
