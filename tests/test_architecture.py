@@ -244,3 +244,22 @@ def test_family_presets_hold_the_known_exact_counts():
     # has the same shapes as Llama 3 8B).
     assert count_parameters("llama-3.2-1b") == 1_235_814_400
     assert count_parameters("llama-3-8b") == 8_030_261_248
+
+
+def test_explicit_attention_agrees_with_fused_under_every_option(modern):
+    explicit = GPT(dataclasses.replace(MODERN, attn_impl="explicit")).double().eval()
+    explicit.load_state_dict(modern.state_dict())
+    x = torch.randint(0, 61, (2, 16))
+    with torch.no_grad():
+        torch.testing.assert_close(explicit(x)[0], modern(x)[0])
+    explicit.h[0].attn.keep_weights = True
+    with torch.no_grad():
+        explicit(x)
+    assert explicit.h[0].attn.last_weights.shape == (2, MODERN.n_head, 16, 16)  # one map per query head
+
+
+def test_generation_past_the_window_with_rotary_positions(modern):
+    prompt = torch.randint(0, 61, (1, 40))
+    out = generate(modern, prompt, 20, crop_context=True)  # 60 tokens through a 48-token window
+    assert out.shape == (1, 60)
+    assert torch.equal(out, generate(modern, prompt, 20, crop_context=True, use_cache=False))
