@@ -272,3 +272,20 @@ def test_accuracy_by_task_is_exact_per_task_and_overall() -> None:
     assert got == {"upper": 0.5, "length": 1.0, "all": pytest.approx(2 / 3)}
     with pytest.raises(ValueError, match="pair up"):
         accuracy_by_task(records, ["x"])
+
+
+def test_other_wordings_change_only_the_instructions() -> None:
+    # as many wordings as the task's own: the same random draws, so the same inputs
+    wordings = ["What is the length of the word?", "Give the number of letters.", "Count them.",
+                "How long is it?"]
+    own = instruction_tasks(n_train=20, n_val=2, n_test=5, seed=0, tasks=["length"])
+    other = instruction_tasks(n_train=20, n_val=2, n_test=5, seed=0, tasks=["length"],
+                              phrasings={"length": wordings})
+    assert [r["input"] for r in other.train] == [r["input"] for r in own.train]
+    assert {r["instruction"] for r in other.train + other.test_unseen} <= set(wordings)
+    assert len(other.unseen["length"]) == 1 and other.unseen["length"][0] in wordings
+    for bad in ("Count them.", ["Count them.", "Count them."], ["Count them.", " "]):
+        with pytest.raises(ValueError, match="at least two distinct"):
+            instruction_tasks(tasks=["length"], phrasings={"length": bad})
+    with pytest.raises(ValueError, match="not among the tasks"):
+        instruction_tasks(tasks=["length"], phrasings={"upper": wordings})

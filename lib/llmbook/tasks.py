@@ -451,7 +451,8 @@ class _Inputs:
 
 def instruction_tasks(n_train: int = 400, n_val: int = 10, n_test: int = 20, *, seed: int = 0,
                       tasks: Sequence[str] | None = None, unseen_phrasings: int = 1,
-                      held_out: float = 0.25) -> TaskSplit:
+                      held_out: float = 0.25,
+                      phrasings: Mapping[str, Sequence[str]] | None = None) -> TaskSplit:
     """Instruction records with computable answers, in the Alpaca record format.
 
     Per task: ``n_train`` training and ``n_val`` validation records (training inputs,
@@ -462,7 +463,10 @@ def instruction_tasks(n_train: int = 400, n_val: int = 10, n_test: int = 20, *, 
     ``held_out`` share of the numbers 0-99 and of the pairs of digits is kept for
     testing, and no made-up word of the test records occurs in a training or
     validation record. Records carry a fourth key, ``task``, which ``format_prompt``
-    and ``InstructionDataset`` ignore. The result depends only on the arguments.
+    and ``InstructionDataset`` ignore. ``phrasings`` asks some tasks in other wordings
+    than their own (chapter 11 asks the counting task in everyday wordings of different
+    lengths); the records' inputs and answers stay the same. The result depends only on
+    the arguments.
     """
     names = list(INSTRUCTION_TASKS) if tasks is None else list(tasks)
     unknown = sorted(set(names) - set(INSTRUCTION_TASKS))
@@ -473,7 +477,16 @@ def instruction_tasks(n_train: int = 400, n_val: int = 10, n_test: int = 20, *, 
     for label, n, least in (("n_train", n_train, 1), ("n_val", n_val, 0), ("n_test", n_test, 0)):
         if isinstance(n, bool) or not isinstance(n, int) or n < least:
             raise ValueError(f"{label} must be an integer of at least {least}, got {n!r}")
-    fewest = min(len(INSTRUCTION_TASKS[t].phrasings) for t in names)
+    wordings = {t: tuple(INSTRUCTION_TASKS[t].phrasings) for t in names}
+    for task, given in (phrasings or {}).items():
+        if task not in wordings:
+            raise ValueError(f"phrasings given for {task!r}, which is not among the tasks {names}")
+        own = (given,) if isinstance(given, str) else tuple(given)
+        if len(own) < 2 or len(set(own)) != len(own) or not all(isinstance(p, str) and p.strip() for p in own):
+            raise ValueError(f"the phrasings of {task!r} must be a list of at least two distinct, "
+                             f"non-empty strings, got {given!r}")
+        wordings[task] = own
+    fewest = min(len(w) for w in wordings.values())
     if isinstance(unseen_phrasings, bool) or not isinstance(unseen_phrasings, int) \
             or not 0 <= unseen_phrasings < fewest:
         raise ValueError(f"unseen_phrasings must be an integer from 0 to {fewest - 1} (each task "
@@ -485,7 +498,7 @@ def instruction_tasks(n_train: int = 400, n_val: int = 10, n_test: int = 20, *, 
     seen: dict[str, list[str]] = {}
     unseen: dict[str, tuple[str, ...]] = {}
     for task in names:
-        order = list(INSTRUCTION_TASKS[task].phrasings)
+        order = list(wordings[task])
         rng.shuffle(order)
         unseen[task], seen[task] = tuple(order[:unseen_phrasings]), order[unseen_phrasings:]
 
