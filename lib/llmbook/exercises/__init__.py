@@ -6,8 +6,10 @@ library, so they work in Colab with nothing else installed: ``core`` (the regist
 ``check`` and its time limits), ``compare`` (the comparisons every check shares) and
 ``checks/chNN_slug.py`` (one module per chapter). The grader (``llmbook-grade``,
 ``python -m llmbook.exercises.grader``, which needs the ``grade`` extra) scores a whole
-notebook with the very same checks. The learners' ``exercises/`` notebooks are written from the reference
-``solutions/`` by the repository's ``tools/make_exercises.py``.
+notebook with the very same checks, run in its own process: ``remote`` calls the
+learner's functions in the notebook's kernel and ``wire`` carries only plain data back, so
+nothing the notebook does can forge a verdict. The learners' ``exercises/`` notebooks are
+written from the reference ``solutions/`` by the repository's ``tools/make_exercises.py``.
 
 Importing this package has no side effects; a chapter's check module is imported the
 first time one of its checks is looked up, and no other chapter's.

@@ -6,11 +6,12 @@ goes wrong (a wrong value, an exception, a hang) into feedback the learner can a
 and never raises itself, so that a notebook run top to bottom always reaches the next
 exercise.
 
-The same checks do the grading. When the environment variable ``LLMBOOK_GRADE_REPORT``
-names a file, every check appends one JSON line to it and syncs it to disk at once; the
-grader (``llmbook.exercises.grader``) reads only that file, never the notebook's printed
-output, so a learner's ``print("✅ passed")`` scores nothing and a kernel that crashes
-later keeps the results already written.
+The same checks do the grading, in the grader's own process: while a notebook is graded,
+``check`` hands the answer to the grader (``llmbook.exercises.remote``), which calls the
+learner's functions remotely and keeps its own verdict. Only a check registered with
+``remote=False`` (its answers cannot travel as plain data) still runs in the kernel and,
+when the environment variable ``LLMBOOK_GRADE_REPORT`` names a file, appends one JSON line
+to it, which the grader reads for those checks only and flags as not tamper-proof.
 
 Each chapter's checks live in one module, ``llmbook.exercises.checks.chNN_slug``, and
 register themselves with the ``@register`` decorator when it is imported. A check's name
@@ -98,6 +99,9 @@ class Check:
     points: int = 1
     time_limit: float = DEFAULT_TIME_LIMIT
     title: str = ""
+    remote: bool = True
+    """Whether the grader judges this check in its own process (``llmbook.exercises.remote``);
+    a check whose answers cannot travel as plain data is judged in the notebook's kernel."""
 
 
 @dataclass
@@ -132,6 +136,7 @@ def register(
     points: int = 1,
     time_limit: float = DEFAULT_TIME_LIMIT,
     title: str = "",
+    remote: bool = True,
 ) -> Callable[[Callable[[Any], str | None]], Callable[[Any], str | None]]:
     """Decorator that adds a checker to the registry under ``name``.
 
@@ -144,7 +149,7 @@ def register(
     def decorate(checker: Callable[[Any], str | None]) -> Callable[[Any], str | None]:
         if name in _REGISTRY and _REGISTRY[name].checker is not checker:
             raise ValueError(f"a check named {name!r} is already registered")
-        _REGISTRY[name] = Check(name, checker, chapter, points, time_limit, title)
+        _REGISTRY[name] = Check(name, checker, chapter, points, time_limit, title, remote)
         return checker
 
     return decorate
@@ -391,6 +396,13 @@ def check(name: str, answer: Any, *, timeout: float | None = None) -> CheckResul
     """
     check_ = _lookup(name)
     limit = _effective_limit(check_, timeout)
+    socket_path = os.environ.get("LLMBOOK_GRADE_SOCKET")  # remote.SOCKET_ENV: being graded
+    if socket_path and check_.remote:
+        from llmbook.exercises.remote import serve
+
+        result = serve(check_, answer, limit, socket_path)
+        print(_format(result), flush=True)
+        return result
     started = time.perf_counter()
     passed, feedback = _run(check_, answer, limit)
     seconds = time.perf_counter() - started

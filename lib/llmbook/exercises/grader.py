@@ -4,11 +4,27 @@
     python -m llmbook.exercises.grader NOTEBOOK.ipynb [--cell-timeout 60] [--total-timeout 600]
 
 The notebook runs top to bottom in a fresh kernel (nbclient, errors allowed, every cell
-under a time limit and the whole run under another). The kernel gets
-``LLMBOOK_GRADE_REPORT`` pointing at a temporary file; every ``check(...)`` appends its
-result there and syncs it to disk at once. The score comes from that file alone, never
-from what the notebook prints, so printed text cannot fake a pass, and a kernel that
-dies halfway keeps the points it had already earned.
+under a time limit and the whole run under another), in a temporary folder that holds only
+a copy of it. The grade depends only on what the learner's functions compute, by
+construction: the kernel never reports a verdict. The grader listens on a Unix socket in
+a folder of its own (``LLMBOOK_GRADE_SOCKET``); each ``check(name, answer)`` in the
+notebook connects and serves its answer, and the grader runs that check's checker here,
+in its own process, calling the learner's functions through stand-ins that send the
+checker's inputs to the kernel and read back only the returned values as plain data
+(tensors as dtype, shape and bytes in JSON; never pickle: ``llmbook.exercises.wire``).
+The comparison with the reference and the feedback happen here, so printing a pass,
+writing or deleting files, patching ``check``, ``llmbook`` or builtins, talking to the
+socket directly, or killing or hanging the kernel can change at most the values the
+functions return, and wrong values earn nothing. A verdict is kept the moment it is
+reached, so a kernel that dies halfway keeps the points already earned; a function that
+hangs is stopped at the check's time limit (see ``llmbook.exercises.remote``).
+
+A check registered with ``remote=False`` (its answer cannot travel as plain data: a model
+it changes in place, a gradient through the learner's function) is still judged inside the
+kernel, which appends it to a report file named by ``LLMBOOK_GRADE_REPORT``; the grader
+takes only those checks from that file, marks them ``"judged_in": "kernel"`` and lists
+them under the report's problems as not tamper-proof. Every other check is
+``"judged_in": "grader"``, and anything the file says about it is ignored.
 
 The checks expected are all registered checks of the notebook's chapter (from its
 metadata ``{"llmbook": {"chapter": "01"}}``, else its file name ``01_...``). A check
@@ -27,6 +43,7 @@ import json
 import math
 import os
 import re
+import shutil
 import sys
 import tempfile
 import time
@@ -37,9 +54,11 @@ from typing import Any
 from llmbook.exercises.core import (
     REPORT_ENV,
     TIMEOUT_ENV,
+    Check,
     checks_for_chapter,
     normalise_chapter,
 )
+from llmbook.exercises.remote import SOCKET_ENV, AnswerServer
 
 GRADE_DEPENDENCIES = ("nbclient", "nbformat", "ipykernel")
 """What the grader needs to run a notebook in a kernel, beyond llmbook's core dependencies:
@@ -225,6 +244,39 @@ def _missing_feedback(name: str, nb: Any, run: _Run) -> str:
     return f"No result: the check cell (cell {index}) never reported; {reason}."
 
 
+def _run_and_judge(
+    notebook: Path, nb: Any, expected: list[Check], run: _Run, cell_timeout: float,
+    total_timeout: float, check_timeout: float | None,
+) -> dict[str, dict[str, Any]]:
+    """Run the notebook in a kernel whose working folder holds only a copy of it, judging
+    the remote checks it serves in this process; the results by check name."""
+    with tempfile.TemporaryDirectory(prefix="llmbook-grade-") as private, \
+            tempfile.TemporaryDirectory(prefix="llmbook-run-") as workdir:
+        shutil.copyfile(notebook, Path(workdir) / notebook.name)
+        env = {k: v for k, v in os.environ.items() if k not in (REPORT_ENV, SOCKET_ENV, TIMEOUT_ENV)}
+        report_file = Path(private) / "checks.jsonl"
+        in_kernel = [c.name for c in expected if not c.remote]
+        if in_kernel:  # only these still report through a file the kernel can write
+            report_file.touch()
+            env[REPORT_ENV] = str(report_file)
+        if check_timeout is not None:
+            env[TIMEOUT_ENV] = str(check_timeout)
+        env[SOCKET_ENV] = str(Path(private) / "answers.sock")
+
+        def limit(check_: Check) -> float:
+            return check_timeout if check_timeout is not None else check_.time_limit
+
+        remote = {c.name: c for c in expected if c.remote}
+        with AnswerServer(env[SOCKET_ENV], remote, limit) as server:
+            executed = _execute(nb, Path(workdir), env, cell_timeout, total_timeout)
+        run.problems.extend(executed.problems)
+        run.stopped, run.timed_out = executed.stopped, executed.timed_out
+        from_file = read_report_lines(report_file) if in_kernel else {}
+        results = {name: from_file[name] for name in in_kernel if name in from_file}
+        results.update({name: r.to_dict() for name, r in server.results.items() if name in remote})
+        return results
+
+
 def grade(
     notebook: Path,
     *,
@@ -254,20 +306,8 @@ def grade(
 
     reported: dict[str, dict[str, Any]] = {}
     if nb is not None:
-        with tempfile.TemporaryDirectory(prefix="llmbook-grade-") as tmp:
-            report_file = Path(tmp) / "checks.jsonl"
-            report_file.touch()
-            env = dict(os.environ)
-            env[REPORT_ENV] = str(report_file)
-            if check_timeout is not None:
-                env[TIMEOUT_ENV] = str(check_timeout)
-            else:
-                env.pop(TIMEOUT_ENV, None)
-            workdir = notebook.resolve().parent
-            executed = _execute(nb, workdir, env, cell_timeout, total_timeout)
-            run.problems.extend(executed.problems)
-            run.stopped, run.timed_out = executed.stopped, executed.timed_out
-            reported = read_report_lines(report_file)
+        reported = _run_and_judge(notebook, nb, expected, run, cell_timeout, total_timeout,
+                                  check_timeout)
 
     checks = []
     for expected_check in expected:
@@ -286,7 +326,14 @@ def grade(
             "max_points": expected_check.points,
             "feedback": feedback,
             "seconds": seconds,
+            "judged_in": "grader" if expected_check.remote else "kernel",
         })
+    in_kernel = [c.name for c in expected if not c.remote]
+    if in_kernel:
+        run.problems.append(
+            f"not tamper-proof: {', '.join(in_kernel)} judged inside the notebook's kernel, "
+            f"whose code could forge the result"
+        )
     return {
         "notebook": str(notebook),
         "chapter": chapter,

@@ -51,7 +51,10 @@ def _tensor_answer(fn: Any, args: tuple[Any, ...], label: str, expected: torch.T
 # --------------------------------------------------------------------------- reconstruction loss
 
 
-@register("embeddings.reconstruction_loss", chapter=CHAPTER, title="The reconstruction loss (MSE)")
+# remote=False: it differentiates through the learner's function, which the grader cannot do
+# from another process, so the grader judges it in the notebook's kernel (not tamper-proof).
+@register("embeddings.reconstruction_loss", chapter=CHAPTER, title="The reconstruction loss (MSE)",
+          remote=False)
 def check_reconstruction_loss(fn: Any) -> str:
     """Batches of images and reconstructions; the value and its gradient must match."""
     gen = torch.Generator().manual_seed(2)
