@@ -19,9 +19,9 @@ functions return, and wrong values earn nothing. A verdict is kept the moment it
 reached, so a kernel that dies halfway keeps the points already earned; a function that
 hangs is stopped at the check's time limit (see ``llmbook.exercises.remote``).
 
-A check registered with ``remote=False`` (its answer cannot travel as plain data: a model
-it changes in place, a gradient through the learner's function) is still judged inside the
-kernel, which appends it to a report file named by ``LLMBOOK_GRADE_REPORT``; the grader
+A check registered with ``remote=False`` (its answer cannot travel as plain data: today
+only ``classification.freeze_all_but_head``, whose function changes a model in place) is
+still judged inside the kernel, which appends it to a report file named by ``LLMBOOK_GRADE_REPORT``; the grader
 takes only those checks from that file, marks them ``"judged_in": "kernel"`` and lists
 them under the report's problems as not tamper-proof. Every other check is
 ``"judged_in": "grader"``, and anything the file says about it is ignored.

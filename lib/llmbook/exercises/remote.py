@@ -17,7 +17,10 @@ past the check's time limit (the time spent in the learner's functions, moving t
 left out) is stopped in the kernel (``core.time_limit``) and, failing that, abandoned by
 the grader a little later; a kernel that dies fails the check in
 progress. In-place changes to an argument are sent back and applied to the grader's
-copy, so a check still notices a function that changes its inputs.
+copy, so a check still notices a function that changes its inputs; a result that carries
+gradients is joined to the grader's inputs (``_RemoteGraph``), whose backward pass asks the
+kernel for them; and a function the checker passes in (a tokenizer's ``encode``) runs in
+the grader when the learner's function calls it.
 """
 
 from __future__ import annotations
@@ -54,6 +57,7 @@ HELLO_TIMEOUT = 10.0
 def serve(check_: Check, answer: Any, limit: float | None, path: str) -> CheckResult:
     """Serve ``answer`` to the grader listening at ``path`` until it sends its verdict."""
     handles: list[Any] = []
+    graphs: list[Any] = []  # (result, inputs) of calls whose result the checker may differentiate
 
     def handle(fn: Any) -> int:
         handles.append(fn)
@@ -68,7 +72,10 @@ def serve(check_: Check, answer: Any, limit: float | None, path: str) -> CheckRe
                 request = wire.receive(sock)
                 if request.get("op") == "done":
                     return CheckResult(**request["result"])
-                wire.send(sock, _call(sock, handles, request, handle))
+                if request.get("op") == "backward":
+                    wire.send(sock, _backward(graphs, request))
+                else:
+                    wire.send(sock, _call(sock, handles, graphs, request, handle))
     except (OSError, wire.WireError, KeyError, TypeError) as err:
         return CheckResult(check_.name, False, 0, check_.points,
                            f"Could not reach the grader ({type(err).__name__}: {err}).", 0.0)
@@ -89,7 +96,7 @@ def _callback(sock: socket.socket, fn_id: int, name: str) -> Callable[..., Any]:
     return callback
 
 
-def _call(sock: socket.socket, handles: list[Any], request: dict[str, Any],
+def _call(sock: socket.socket, handles: list[Any], graphs: list[Any], request: dict[str, Any],
           handle: Callable[[Any], int]) -> dict[str, Any]:
     """Call the learner's function a request names; its result, or how it failed."""
     try:
@@ -108,8 +115,26 @@ def _call(sock: socket.socket, handles: list[Any], request: dict[str, Any],
         raise
     except Exception as err:  # the learner's error, reported to the checker as it was raised
         return {"error": {"type": type(err).__name__, "message": str(err)}}
-    return {"result": wire.encode(result, handle), "args": wire.encode(args),
-            "elapsed": time.perf_counter() - started}
+    reply = {"result": wire.encode(result, handle), "args": wire.encode(args),
+             "elapsed": time.perf_counter() - started}
+    if isinstance(result, torch.Tensor) and result.requires_grad:
+        inputs = [a for a in args if isinstance(a, torch.Tensor) and a.requires_grad]
+        graphs.append((result, inputs))
+        reply["graph"] = len(graphs) - 1
+    return reply
+
+
+def _backward(graphs: list[Any], request: dict[str, Any]) -> dict[str, Any]:
+    """The gradients of a call's result with respect to its inputs that require them."""
+    try:
+        result, inputs = graphs[int(request["id"])]
+        with time_limit(float(request["seconds"])):
+            grads = torch.autograd.grad(result, inputs, wire.decode(request["grad"]), allow_unused=True)
+        return {"grads": wire.encode(list(grads))}
+    except CheckTimeout:
+        return {"timeout": True}
+    except Exception as err:  # reported to the checker as the learner's error
+        return {"error": {"type": type(err).__name__, "message": str(err)}}
 
 
 # --------------------------------------------------------------------------- in the grader
@@ -169,7 +194,32 @@ class _Connection:
             _write_back(args, wire.decode(reply.get("args")))
         except (KeyError, wire.WireError) as err:
             raise RuntimeError(f"the function returned a value the grader cannot read ({err})") from None
+        inputs = [a for a in args if isinstance(a, torch.Tensor) and a.requires_grad]
+        if isinstance(result, torch.Tensor) and isinstance(reply.get("graph"), int) and inputs:
+            result = _RemoteGraph.apply(self, reply["graph"], result.detach(), *inputs)
         return result
+
+    def backward(self, graph: int, grad: torch.Tensor, inputs: tuple[torch.Tensor, ...]) -> list[Any]:
+        """The gradients the kernel computes for a call's inputs, checked against their shapes."""
+        left = self.seconds_left()
+        if self.broken or left <= 0:
+            raise RuntimeError(self.broken or "no time left for the backward pass")
+        try:
+            self.sock.settimeout(left + GRACE)
+            wire.send(self.sock, {"op": "backward", "id": graph, "grad": wire.encode(grad),
+                                  "seconds": left})
+            reply = wire.receive(self.sock)
+            if "error" in reply:
+                raise _exception(reply["error"])
+            grads = wire.decode(reply["grads"])
+        except (OSError, KeyError, wire.WireError) as err:
+            self.broken = f"the notebook's kernel stopped answering the grader ({err})"
+            raise RuntimeError(self.broken) from None
+        if not (isinstance(grads, list) and len(grads) == len(inputs) and all(
+                g is None or (isinstance(g, torch.Tensor) and g.shape == x.shape)
+                for g, x in zip(grads, inputs, strict=True))):
+            raise RuntimeError("the kernel sent gradients that do not fit the inputs")
+        return [None if g is None else g.to(x.dtype) for g, x in zip(grads, inputs, strict=True)]
 
     def function(self, fn_id: int, name: str) -> RemoteFunction:
         return RemoteFunction(self, fn_id, name)
@@ -182,6 +232,21 @@ def _call_back(callbacks: list[Any], request: dict[str, Any]) -> dict[str, Any]:
             callbacks[int(request["id"])](*wire.decode(request["args"])))}
     except Exception as err:  # reported to the learner's function as it was raised
         return {"op": "return", "error": {"type": type(err).__name__, "message": str(err)}}
+
+
+class _RemoteGraph(torch.autograd.Function):
+    """A result computed in the kernel, joined to the grader's inputs so that a checker can
+    differentiate it: its backward asks the kernel for the gradients."""
+
+    @staticmethod
+    def forward(ctx: Any, connection: _Connection, graph: int, result: torch.Tensor,
+                *inputs: torch.Tensor) -> torch.Tensor:
+        ctx.connection, ctx.graph, ctx.inputs = connection, graph, inputs
+        return result.clone()
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[Any, ...]:
+        return (None, None, None, *ctx.connection.backward(ctx.graph, grad, ctx.inputs))
 
 
 class RemoteFunction:

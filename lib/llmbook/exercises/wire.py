@@ -122,6 +122,8 @@ def encode(value: Any, handle: Callable[[Any], int] | None = None, depth: int = 
     if isinstance(value, (list, tuple, set, frozenset)):
         kind = {list: "list", tuple: "tuple", set: "set", frozenset: "frozenset"}.get(
             type(value), "tuple" if isinstance(value, tuple) else "list")
+        if _plain(value):  # a long list of token ids or of texts, as JSON has it
+            return {"$": kind, "plain": list(value)}
         return {"$": kind, "items": [encode(v, handle, depth + 1) for v in value]}
     if isinstance(value, dict):
         return {"$": "dict", "items": [[encode(k, handle, depth + 1), encode(v, handle, depth + 1)]
@@ -133,6 +135,11 @@ def encode(value: Any, handle: Callable[[Any], int] | None = None, depth: int = 
     if callable(value) and not isinstance(value, type) and handle is not None:
         return {"$": "function", "id": handle(value), "name": getattr(value, "__name__", "function")}
     return {"$": "opaque", "kind": type(value).__name__, "text": _short_repr(value)}
+
+
+def _plain(items: Any) -> bool:
+    """Only whole numbers (not bools), or only texts: JSON carries these as they are."""
+    return all(type(v) is int for v in items) or all(type(v) is str for v in items)
 
 
 def _short_repr(value: Any) -> str:
@@ -184,7 +191,12 @@ def _decode(data: Any, function: Callable[[int, str], Any] | None) -> Any:
     if kind == "bytes":
         return base64.b64decode(data["data"])
     if kind in ("list", "tuple", "set", "frozenset"):
-        items = [_decode(v, function) for v in data["items"]]
+        if "plain" in data:
+            items = data["plain"]
+            if not (isinstance(items, list) and _plain(items)):
+                raise WireError("a plain list holding something other than whole numbers or texts")
+        else:
+            items = [_decode(v, function) for v in data["items"]]
         return {"list": list, "tuple": tuple, "set": set, "frozenset": frozenset}[kind](items)
     if kind == "dict":
         return {_decode(k, function): _decode(v, function) for k, v in data["items"]}

@@ -51,10 +51,7 @@ def _tensor_answer(fn: Any, args: tuple[Any, ...], label: str, expected: torch.T
 # --------------------------------------------------------------------------- reconstruction loss
 
 
-# remote=False: it differentiates through the learner's function, which the grader cannot do
-# from another process, so the grader judges it in the notebook's kernel (not tamper-proof).
-@register("embeddings.reconstruction_loss", chapter=CHAPTER, title="The reconstruction loss (MSE)",
-          remote=False)
+@register("embeddings.reconstruction_loss", chapter=CHAPTER, title="The reconstruction loss (MSE)")
 def check_reconstruction_loss(fn: Any) -> str:
     """Batches of images and reconstructions; the value and its gradient must match."""
     gen = torch.Generator().manual_seed(2)

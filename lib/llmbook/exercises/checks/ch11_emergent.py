@@ -339,9 +339,7 @@ def _dpo_variants(pc: torch.Tensor, pr: torch.Tensor, rc: torch.Tensor, rr: torc
     ]
 
 
-# remote=False: it differentiates through the learner's function, which the grader cannot do
-# from another process, so the grader judges it in the notebook's kernel (not tamper-proof).
-@register("emergent.dpo_loss", chapter=CHAPTER, title="The DPO loss", remote=False)
+@register("emergent.dpo_loss", chapter=CHAPTER, title="The DPO loss")
 def check_dpo_loss(fn: Any) -> str:
     """Random log-probabilities and betas, huge margins (no inf), and the gradient."""
     g = torch.Generator().manual_seed(5)
