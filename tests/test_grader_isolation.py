@@ -1,6 +1,9 @@
 """Only the learner's answers earn points: the grader judges every check in its own process
 and takes nothing but the values the learner's functions return from the notebook's kernel.
 
+Every chapter's table of answers (test_exercises_checks.py) is also judged remotely, with the
+same verdicts and feedback as in the notebook.
+
 Each attack below is a small notebook (chapter 5's exercises with every function answering
 ``torch.zeros(1)``, plus the attack's cell) that would have forged a pass had the kernel
 reported its own verdicts; every one must score zero. The reference solutions still score
@@ -10,14 +13,17 @@ full marks, an untouched exercise notebook zero, and one wrong answer part of th
 from __future__ import annotations
 
 import json
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+from test_exercises_checks import CORRECT, MISTAKES
 
-from llmbook.exercises import checks_for_chapter
+from llmbook.exercises import CheckResult, checks_for_chapter, registry
 from llmbook.exercises.grader import main
+from llmbook.exercises.remote import AnswerServer, serve
 
 ROOT = Path(__file__).resolve().parents[1]
 NAME = "05_attention.ipynb"
@@ -200,3 +206,46 @@ def test_the_kernel_works_in_a_folder_holding_only_the_notebook(tmp_path: Path) 
     report = _grade(tmp_path, nb)
     assert report["score"] == report["max_score"]
     assert not (tmp_path / "junk.txt").exists()
+
+
+# --------------------------------------------------------------------------- every check, judged remotely
+
+# The chapters' tables (test_exercises_checks.py) judged the way the grader judges: the
+# checker in a server thread, the answer served from this thread over the grader's socket.
+# Every correct answer passes and every mistake fails with the feedback the table expects.
+
+
+
+
+@pytest.fixture(scope="module")
+def answer_server() -> Any:
+    with tempfile.TemporaryDirectory(prefix="llmbook-test-") as folder:
+        checks = {name: c for name, c in registry().items() if c.remote}
+        with AnswerServer(str(Path(folder) / "answers.sock"), checks, lambda c: 20.0) as server:
+            yield server
+
+
+def _judged_remotely(server: AnswerServer, name: str, answer: Any) -> CheckResult:
+    check_ = registry()[name]
+    if not check_.remote:
+        pytest.skip(f"{name} is judged in the kernel")
+    result = serve(check_, answer, 20.0, server.path)
+    assert server.results[name] == result
+    return result
+
+
+@pytest.mark.parametrize(("name", "answer"), CORRECT)
+def test_a_correct_answer_passes_when_judged_remotely(answer_server: AnswerServer, name: str, answer: Any) -> None:
+    result = _judged_remotely(answer_server, name, answer)
+    assert result.passed, result.feedback
+
+
+@pytest.mark.filterwarnings("ignore:The use of `x.T`")
+@pytest.mark.parametrize(("name", "answer", "texts"), MISTAKES)
+def test_a_mistake_gets_the_same_feedback_when_judged_remotely(
+    answer_server: AnswerServer, name: str, answer: Any, texts: tuple[str, ...]
+) -> None:
+    result = _judged_remotely(answer_server, name, answer)
+    assert not result.passed and result.points == 0
+    for text in texts:
+        assert text in result.feedback, f"{text!r} is not in the feedback:\n{result.feedback}"
