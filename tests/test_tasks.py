@@ -3,6 +3,9 @@ instruction tasks answer correctly and keep their held-out inputs and phrasings 
 
 from __future__ import annotations
 
+import hashlib
+import json
+
 import pytest
 import torch
 
@@ -12,6 +15,7 @@ from llmbook.tasks import (
     NAMES,
     InstructionTask,
     RecallTask,
+    TaskSplit,
     accuracy_by_task,
     instruction_tasks,
     number_in_words,
@@ -289,3 +293,21 @@ def test_other_wordings_change_only_the_instructions() -> None:
             instruction_tasks(tasks=["length"], phrasings={"length": bad})
     with pytest.raises(ValueError, match="not among the tasks"):
         instruction_tasks(tasks=["length"], phrasings={"upper": wordings})
+
+
+def _fingerprint(split: TaskSplit) -> str:
+    return hashlib.sha256(json.dumps(split._asdict(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def test_the_chapters_task_data_is_pinned() -> None:
+    # Chapters 10 and 11 assert claims checked on seeds 0-2 with exactly these records; a
+    # change to the tasks (a phrasing, a draw) silently invalidates those checks. If you
+    # change the data on purpose, re-measure both chapters over seeds 0-2, then update.
+    chapter_10 = instruction_tasks(n_train=400, n_val=10, n_test=40, seed=0,
+                                   tasks=("reverse", "upper", "length"))
+    wordings = ["What is the length of the word?", "How many letters does the word have?",
+                "Count the letters in the word.", "Give the number of letters."]
+    chapter_11 = instruction_tasks(n_train=300, n_val=5, n_test=200, seed=0, tasks=["length"],
+                                   phrasings={"length": wordings})
+    assert _fingerprint(chapter_10) == "a367a84229132188"
+    assert _fingerprint(chapter_11) == "a1ff570be0c53538"
