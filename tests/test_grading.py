@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 
 from llmbook.exercises import CheckResult, check, checks_for_chapter, registry
-from llmbook.exercises.core import CHECK_MODULES, CHECKS_PACKAGE, REPORT_ENV, TIMEOUT_ENV
-from llmbook.exercises.grader import chapter_of, main, read_report_lines
+from llmbook.exercises.core import CHECK_MODULES, CHECKS_PACKAGE, TIMEOUT_ENV
+from llmbook.exercises.grader import chapter_of, main
 
 ROOT = Path(__file__).resolve().parents[1]
 SOLUTIONS = ROOT / "solutions" / "01_what_is_an_llm.ipynb"
@@ -173,32 +173,6 @@ def test_a_check_imports_its_own_chapters_module_only() -> None:
     assert result["broken"] in ("ImportError", "ModuleNotFoundError")
     assert result["still"]
     assert result["finally"] == ["ch01_intro", "ch07_gpt"]
-
-
-def test_every_check_appends_a_synced_json_line(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    report = tmp_path / "checks.jsonl"
-    monkeypatch.setenv(REPORT_ENV, str(report))
-    check("intro.perplexity", math.exp)
-    print("✅ intro.count_parameters: passed")  # printing a pass writes nothing
-    check("intro.count_parameters", lambda *a: 0)
-    lines = [json.loads(line) for line in report.read_text(encoding="utf-8").splitlines()]
-    assert [line["name"] for line in lines] == ["intro.perplexity", "intro.count_parameters"]
-    assert [line["passed"] for line in lines] == [True, False]
-    assert set(lines[0]) >= {"name", "passed", "points", "max_points", "feedback", "seconds"}
-
-
-def test_report_reader_keeps_the_last_result_and_skips_torn_lines(tmp_path: Path) -> None:
-    report = tmp_path / "checks.jsonl"
-    first = {"name": "intro.perplexity", "passed": True, "points": 1}
-    second = {"name": "intro.perplexity", "passed": False, "points": 0}
-    report.write_text(
-        json.dumps(first) + "\n" + json.dumps(second) + "\n" + '{"name": "intro.cou', "utf-8"
-    )
-    results = read_report_lines(report)
-    assert list(results) == ["intro.perplexity"]
-    assert results["intro.perplexity"]["passed"] is False
 
 
 def test_chapter_comes_from_metadata_then_the_file_name() -> None:

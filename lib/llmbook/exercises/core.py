@@ -6,12 +6,10 @@ goes wrong (a wrong value, an exception, a hang) into feedback the learner can a
 and never raises itself, so that a notebook run top to bottom always reaches the next
 exercise.
 
-The same checks do the grading, in the grader's own process: while a notebook is graded,
-``check`` hands the answer to the grader (``llmbook.exercises.remote``), which calls the
-learner's functions remotely and keeps its own verdict. Only a check registered with
-``remote=False`` (its answers cannot travel as plain data) still runs in the kernel and,
-when the environment variable ``LLMBOOK_GRADE_REPORT`` names a file, appends one JSON line
-to it, which the grader reads for those checks only and flags as not tamper-proof.
+The same checks do the grading, in the grader's own process: while a notebook is graded
+(``SOCKET_ENV`` is set), ``check`` hands the answer to the grader
+(``llmbook.exercises.remote``), which calls the learner's functions remotely and keeps its
+own verdict; nothing the notebook prints or writes is read.
 
 Each chapter's checks live in one module, ``llmbook.exercises.checks.chNN_slug``, and
 register themselves with the ``@register`` decorator when it is imported. A check's name
@@ -24,10 +22,8 @@ others, and ``import llmbook.exercises`` itself stays light and free of side eff
 from __future__ import annotations
 
 import importlib
-import json
 import os
 import signal
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -35,8 +31,8 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Any
 
-REPORT_ENV = "LLMBOOK_GRADE_REPORT"
-"""Environment variable naming the JSON-lines file that checks append their results to."""
+SOCKET_ENV = "LLMBOOK_GRADE_SOCKET"
+"""Environment variable naming the grader's Unix socket while it grades a notebook."""
 
 TIMEOUT_ENV = "LLMBOOK_CHECK_TIMEOUT"
 """Environment variable (seconds) that replaces every check's default time limit.
@@ -99,9 +95,6 @@ class Check:
     points: int = 1
     time_limit: float = DEFAULT_TIME_LIMIT
     title: str = ""
-    remote: bool = True
-    """Whether the grader judges this check in its own process (``llmbook.exercises.remote``);
-    a check whose answers cannot travel as plain data is judged in the notebook's kernel."""
 
 
 @dataclass
@@ -136,7 +129,6 @@ def register(
     points: int = 1,
     time_limit: float = DEFAULT_TIME_LIMIT,
     title: str = "",
-    remote: bool = True,
 ) -> Callable[[Callable[[Any], str | None]], Callable[[Any], str | None]]:
     """Decorator that adds a checker to the registry under ``name``.
 
@@ -149,7 +141,7 @@ def register(
     def decorate(checker: Callable[[Any], str | None]) -> Callable[[Any], str | None]:
         if name in _REGISTRY and _REGISTRY[name].checker is not checker:
             raise ValueError(f"a check named {name!r} is already registered")
-        _REGISTRY[name] = Check(name, checker, chapter, points, time_limit, title, remote)
+        _REGISTRY[name] = Check(name, checker, chapter, points, time_limit, title)
         return checker
 
     return decorate
@@ -359,21 +351,6 @@ def _run(check_: Check, answer: Any, limit: float | None) -> tuple[bool, str]:
         )
 
 
-def _append_report(result: CheckResult) -> None:
-    """Append one JSON line to the grading report file and force it to disk at once."""
-    path = os.environ.get(REPORT_ENV)
-    if not path:
-        return
-    line = json.dumps(result.to_dict(), ensure_ascii=False) + "\n"
-    try:
-        with open(path, "a", encoding="utf-8") as f:
-            f.write(line)
-            f.flush()
-            os.fsync(f.fileno())
-    except OSError as err:  # grading bookkeeping must not break the learner's notebook
-        print(f"(could not write the grading report {path}: {err})", file=sys.stderr)
-
-
 def _format(result: CheckResult) -> str:
     plural = "" if result.max_points == 1 else "s"
     score = f"{result.points}/{result.max_points} point{plural}"
@@ -389,15 +366,16 @@ def check(name: str, answer: Any, *, timeout: float | None = None) -> CheckResul
     """Check a learner's answer to the exercise ``name`` and print friendly feedback.
 
     ``answer`` is whatever the exercise asks for (usually the function just written).
-    ``timeout`` overrides the check's time limit in seconds. The result is returned,
-    printed, and, when grading, appended to the report file. Only an unknown ``name``
+    ``timeout`` overrides the check's time limit in seconds. The result is printed and
+    returned; while grading, the grader judges the answer in its own process
+    (``llmbook.exercises.remote``) and the result is its verdict. Only an unknown ``name``
     raises (a ``KeyError`` listing the known checks), because that is the notebook
     author's mistake rather than the learner's.
     """
     check_ = _lookup(name)
     limit = _effective_limit(check_, timeout)
-    socket_path = os.environ.get("LLMBOOK_GRADE_SOCKET")  # remote.SOCKET_ENV: being graded
-    if socket_path and check_.remote:
+    socket_path = os.environ.get(SOCKET_ENV)
+    if socket_path:  # being graded: the grader judges, in its own process
         from llmbook.exercises.remote import serve
 
         result = serve(check_, answer, limit, socket_path)
@@ -414,6 +392,5 @@ def check(name: str, answer: Any, *, timeout: float | None = None) -> CheckResul
         feedback=feedback,
         seconds=round(seconds, 4),
     )
-    _append_report(result)
     print(_format(result), flush=True)
     return result

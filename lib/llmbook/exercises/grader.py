@@ -17,14 +17,9 @@ writing or deleting files, patching ``check``, ``llmbook`` or builtins, talking 
 socket directly, or killing or hanging the kernel can change at most the values the
 functions return, and wrong values earn nothing. A verdict is kept the moment it is
 reached, so a kernel that dies halfway keeps the points already earned; a function that
-hangs is stopped at the check's time limit (see ``llmbook.exercises.remote``).
-
-A check registered with ``remote=False`` (its answer cannot travel as plain data: today
-only ``classification.freeze_all_but_head``, whose function changes a model in place) is
-still judged inside the kernel, which appends it to a report file named by ``LLMBOOK_GRADE_REPORT``; the grader
-takes only those checks from that file, marks them ``"judged_in": "kernel"`` and lists
-them under the report's problems as not tamper-proof. Every other check is
-``"judged_in": "grader"``, and anything the file says about it is ignored.
+hangs is stopped at the check's time limit (see ``llmbook.exercises.remote``). What this
+cannot tell apart is how a right value was computed: a function that calls the library's
+own implementation returns right values too.
 
 The checks expected are all registered checks of the notebook's chapter (from its
 metadata ``{"llmbook": {"chapter": "01"}}``, else its file name ``01_...``). A check
@@ -52,13 +47,13 @@ from pathlib import Path
 from typing import Any
 
 from llmbook.exercises.core import (
-    REPORT_ENV,
+    SOCKET_ENV,
     TIMEOUT_ENV,
     Check,
     checks_for_chapter,
     normalise_chapter,
 )
-from llmbook.exercises.remote import SOCKET_ENV, AnswerServer
+from llmbook.exercises.remote import AnswerServer
 
 GRADE_DEPENDENCIES = ("nbclient", "nbformat", "ipykernel")
 """What the grader needs to run a notebook in a kernel, beyond llmbook's core dependencies:
@@ -92,26 +87,6 @@ def chapter_of(path: Path, nb: dict[str, Any] | None) -> str | None:
             return normalise_chapter(meta["chapter"])
     match = re.match(r"(\d+)_", path.name)
     return normalise_chapter(match.group(1)) if match else None
-
-
-def read_report_lines(path: Path) -> dict[str, dict[str, Any]]:
-    """Check results from the side-channel file; the last report of a name wins.
-
-    A line cut short by a crash, or anything else that is not a result, is skipped.
-    """
-    results: dict[str, dict[str, Any]] = {}
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return results
-    for line in text.splitlines():
-        try:
-            entry = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(entry, dict) and isinstance(entry.get("name"), str):
-            results[entry["name"]] = entry
-    return results
 
 
 def _make_client(nb: Any, workdir: Path, cell_timeout: float) -> Any:
@@ -249,16 +224,11 @@ def _run_and_judge(
     total_timeout: float, check_timeout: float | None,
 ) -> dict[str, dict[str, Any]]:
     """Run the notebook in a kernel whose working folder holds only a copy of it, judging
-    the remote checks it serves in this process; the results by check name."""
+    in this process each check it serves; the verdicts by check name."""
     with tempfile.TemporaryDirectory(prefix="llmbook-grade-") as private, \
             tempfile.TemporaryDirectory(prefix="llmbook-run-") as workdir:
         shutil.copyfile(notebook, Path(workdir) / notebook.name)
-        env = {k: v for k, v in os.environ.items() if k not in (REPORT_ENV, SOCKET_ENV, TIMEOUT_ENV)}
-        report_file = Path(private) / "checks.jsonl"
-        in_kernel = [c.name for c in expected if not c.remote]
-        if in_kernel:  # only these still report through a file the kernel can write
-            report_file.touch()
-            env[REPORT_ENV] = str(report_file)
+        env = {k: v for k, v in os.environ.items() if k not in (SOCKET_ENV, TIMEOUT_ENV)}
         if check_timeout is not None:
             env[TIMEOUT_ENV] = str(check_timeout)
         env[SOCKET_ENV] = str(Path(private) / "answers.sock")
@@ -266,15 +236,11 @@ def _run_and_judge(
         def limit(check_: Check) -> float:
             return check_timeout if check_timeout is not None else check_.time_limit
 
-        remote = {c.name: c for c in expected if c.remote}
-        with AnswerServer(env[SOCKET_ENV], remote, limit) as server:
+        with AnswerServer(env[SOCKET_ENV], {c.name: c for c in expected}, limit) as server:
             executed = _execute(nb, Path(workdir), env, cell_timeout, total_timeout)
         run.problems.extend(executed.problems)
         run.stopped, run.timed_out = executed.stopped, executed.timed_out
-        from_file = read_report_lines(report_file) if in_kernel else {}
-        results = {name: from_file[name] for name in in_kernel if name in from_file}
-        results.update({name: r.to_dict() for name, r in server.results.items() if name in remote})
-        return results
+        return {name: result.to_dict() for name, result in server.results.items()}
 
 
 def grade(
@@ -326,14 +292,7 @@ def grade(
             "max_points": expected_check.points,
             "feedback": feedback,
             "seconds": seconds,
-            "judged_in": "grader" if expected_check.remote else "kernel",
         })
-    in_kernel = [c.name for c in expected if not c.remote]
-    if in_kernel:
-        run.problems.append(
-            f"not tamper-proof: {', '.join(in_kernel)} judged inside the notebook's kernel, "
-            f"whose code could forge the result"
-        )
     return {
         "notebook": str(notebook),
         "chapter": chapter,

@@ -38,10 +38,7 @@ from typing import Any
 import torch
 
 from llmbook.exercises import wire
-from llmbook.exercises.core import Check, CheckResult, CheckTimeout, _run, time_limit
-
-SOCKET_ENV = "LLMBOOK_GRADE_SOCKET"
-"""Environment variable naming the grader's Unix socket while it grades a notebook."""
+from llmbook.exercises.core import SOCKET_ENV, Check, CheckResult, CheckTimeout, _run, time_limit
 
 GRACE = 10.0
 """Seconds the grader waits past a call's time limit (for moving the data, or a kernel slow
@@ -268,7 +265,9 @@ def _exception(error: Any) -> Exception:
     name = str(error.get("type", "Exception")) if isinstance(error, dict) else "Exception"
     message = str(error.get("message", "")) if isinstance(error, dict) else ""
     known = getattr(builtins, name, None)
-    if isinstance(known, type) and issubclass(known, Exception):
+    # A real StopIteration could end a checker's loop early, as if every case had been seen.
+    if isinstance(known, type) and issubclass(known, Exception) and not issubclass(
+            known, (StopIteration, StopAsyncIteration)):
         with contextlib.suppress(Exception):
             return known(message)
     name = name if name.isidentifier() and len(name) <= 80 else "Exception"
@@ -279,6 +278,15 @@ def _write_back(given: Any, changed: Any) -> None:
     """Apply a function's in-place changes to its arguments to the grader's copies."""
     if isinstance(given, torch.Generator) and isinstance(changed, torch.Generator):
         given.set_state(changed.get_state())
+        return
+    if isinstance(given, torch.nn.Module) and isinstance(changed, torch.nn.Module):
+        theirs = dict(changed.named_parameters())
+        with torch.no_grad():
+            for n, p in given.named_parameters():
+                if n in theirs and theirs[n].shape == p.shape:
+                    if not torch.equal(p, theirs[n]):
+                        p.copy_(theirs[n])
+                    p.requires_grad_(theirs[n].requires_grad)
         return
     if isinstance(given, torch.Tensor) and isinstance(changed, torch.Tensor):
         if given.shape == changed.shape and given.dtype == changed.dtype and not torch.equal(given, changed):

@@ -35,6 +35,9 @@ MAX_MESSAGE = 64 * 2**20
 _HEADER = struct.Struct("!Q")
 
 DATACLASSES = frozenset({"llmbook.config.GPTConfig"})
+MODULES = frozenset({"llmbook.classification.GPTClassifier"})
+"""Models that travel as the recipe that builds them and their parameters (values and
+``requires_grad``), for the checks that hand the learner a model (``_recipe``/``_build``)."""
 """Dataclasses that travel as their fields and are rebuilt on the other side (only these:
 decoding never imports or builds a type the data names unless it is listed here)."""
 
@@ -132,6 +135,9 @@ def encode(value: Any, handle: Callable[[Any], int] | None = None, depth: int = 
     if name in DATACLASSES and dataclasses.is_dataclass(value):
         return {"$": "dataclass", "type": name, "fields": {
             f.name: encode(getattr(value, f.name), handle, depth + 1) for f in dataclasses.fields(value)}}
+    if name in MODULES and isinstance(value, torch.nn.Module):
+        return {"$": "module", "type": name, "recipe": encode(_recipe(value), None, depth + 1),
+                "params": {n: encode(p, None, depth + 1) for n, p in value.named_parameters()}}
     if callable(value) and not isinstance(value, type) and handle is not None:
         return {"$": "function", "id": handle(value), "name": getattr(value, "__name__", "function")}
     return {"$": "opaque", "kind": type(value).__name__, "text": _short_repr(value)}
@@ -207,19 +213,60 @@ def _decode(data: Any, function: Callable[[int, str], Any] | None) -> Any:
     if kind == "ndarray":
         import numpy as np
 
-        array = np.frombuffer(base64.b64decode(data["data"]), dtype=np.dtype(str(data["dtype"])))
+        array = np.frombuffer(base64.b64decode(data["data"]), dtype=_numeric(str(data["dtype"])))
         return array.reshape([int(n) for n in data["shape"]]).copy()
     if kind == "npscalar":
         import numpy as np
 
-        return np.dtype(str(data["dtype"])).type(_literal(str(data["v"])))
+        return _numeric(str(data["dtype"])).type(_literal(str(data["v"])))
     if kind == "dataclass" and data.get("type") in DATACLASSES:
         module, _, qualname = str(data["type"]).rpartition(".")
         cls = getattr(importlib.import_module(module), qualname)
         return cls(**{str(k): _decode(v, function) for k, v in data["fields"].items()})
+    if kind == "module" and data.get("type") in MODULES:
+        return _build(str(data["type"]), _decode(data["recipe"], None),
+                      {str(n): _decode(v, None) for n, v in data["params"].items()})
     if kind == "opaque":
         return Opaque(str(data.get("kind", "?"))[:100], str(data.get("text", ""))[:200])
     raise WireError(f"unknown kind of value {kind!r}")
+
+
+def _recipe(model: Any) -> Any:
+    """What builds a model of ``MODULES`` again (its parameters aside)."""
+    return [model.gpt.config, model.head.out_features]  # GPTClassifier
+
+
+def _build(name: str, recipe: Any, params: dict[str, Any]) -> torch.nn.Module:
+    """A model of ``MODULES`` from its recipe, with these parameters, values and flags."""
+    from llmbook.classification import GPTClassifier
+    from llmbook.config import GPTConfig
+    from llmbook.model import GPT
+
+    config, n_classes = recipe
+    if not (isinstance(config, GPTConfig) and isinstance(n_classes, int) and 2 <= n_classes <= 2**16
+            and config.n_embd * config.n_layer * config.vocab_size <= 2**28):
+        raise WireError(f"not a recipe for a small {name}")
+    with torch.random.fork_rng(devices=[]):  # building draws initial values: leave the caller's RNG alone
+        model = GPTClassifier(GPT(config), n_classes=n_classes)
+    own = dict(model.named_parameters())
+    if set(own) != set(params) or not all(
+            isinstance(t, torch.Tensor) and t.shape == own[n].shape for n, t in params.items()):
+        raise WireError(f"parameters that do not fit a {name}")
+    with torch.no_grad():
+        for n, p in own.items():
+            p.copy_(params[n])
+            p.requires_grad_(bool(params[n].requires_grad))
+    return model
+
+
+def _numeric(name: str) -> Any:
+    """A NumPy dtype of numbers (never ``object``, which could hold anything)."""
+    import numpy as np
+
+    dtype = np.dtype(name)
+    if dtype.kind not in "biufc":
+        raise WireError(f"not a numeric dtype: {name!r}")
+    return dtype
 
 
 def _literal(text: str) -> Any:

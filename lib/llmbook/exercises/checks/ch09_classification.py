@@ -249,10 +249,7 @@ def _tiny_classifier(n_embd: int, n_classes: int, seed: int) -> GPTClassifier:
     return GPTClassifier(GPT(config), n_classes=n_classes)
 
 
-# remote=False: the answer changes a model in place, which cannot travel as plain data, so the
-# grader judges it in the notebook's kernel (not tamper-proof).
-@register("classification.freeze_all_but_head", chapter=CHAPTER, title="Freezing all but the head",
-          remote=False)
+@register("classification.freeze_all_but_head", chapter=CHAPTER, title="Freezing all but the head")
 def check_freeze_all_but_head(fn: Any) -> str:
     """Fresh models, a model whose head was frozen before, another width and class count."""
     cases = [(16, 2, "fresh", "a fresh classifier (n_embd 16, 2 classes)"),
