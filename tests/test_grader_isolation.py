@@ -194,15 +194,26 @@ def test_wrong_answers_score_partial_with_the_feedback_the_notebook_gives(tmp_pa
     assert "expected:" in mha["feedback"] and "got:" in mha["feedback"]
 
 
-def test_the_kernel_works_in_a_folder_holding_only_the_notebook(tmp_path: Path) -> None:
+def test_the_kernel_works_in_a_folder_holding_only_the_notebook_with_its_memory_capped(
+    tmp_path: Path,
+) -> None:
     nb = _notebook("solutions")
     nb["cells"].insert(_imports_index(nb) + 1, _cell(
-        "import os\nassert os.listdir('.') == ['05_attention.ipynb'], os.listdir('.')\n"
-        "assert not os.path.exists('../solutions')\n"
-        "assert 'LLMBOOK_GRADE_REPORT' not in os.environ\n"
-        "import pathlib\npathlib.Path('junk.txt').write_text('x')\n"))
-    report = _grade(tmp_path, nb)
-    assert report["score"] == report["max_score"]
+        "import os, pathlib, resource\n"
+        "ok = (os.listdir('.') == ['05_attention.ipynb'] and not os.path.exists('../solutions')\n"
+        "      and resource.getrlimit(resource.RLIMIT_AS)[0] == 4 * 2**30)\n"
+        "pathlib.Path('junk.txt').write_text('x')\n"
+        "try:\n"
+        "    hog = bytearray(6 * 2**30)  # a MemoryError, not a machine out of memory\n"
+        "    ok = False\n"
+        "except MemoryError:\n"
+        "    pass\n"))
+    for cell in nb["cells"]:  # the first exercise passes only if every condition held
+        cell["source"] = "".join(cell["source"]).replace(
+            'check("attention.causal_mask", causal_mask)',
+            'check("attention.causal_mask", causal_mask if ok else None)')
+    report = _grade(tmp_path, nb, "--memory-limit", "4")
+    assert report["score"] == report["max_score"], report
     assert not (tmp_path / "junk.txt").exists()
 
 

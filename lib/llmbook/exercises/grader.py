@@ -4,8 +4,8 @@
     python -m llmbook.exercises.grader NOTEBOOK.ipynb [--cell-timeout 60] [--total-timeout 600]
 
 The notebook runs top to bottom in a fresh kernel (nbclient, errors allowed, every cell
-under a time limit and the whole run under another), in a temporary folder that holds only
-a copy of it. The grade depends only on what the learner's functions compute, by
+under a time limit and the whole run under another, its memory capped on Linux), in a
+temporary folder that holds only a copy of it. The grade depends only on what the learner's functions compute, by
 construction: the kernel never reports a verdict. The grader listens on a Unix socket in
 a folder of its own (``LLMBOOK_GRADE_SOCKET``); each ``check(name, answer)`` in the
 notebook connects and serves its answer, and the grader runs that check's checker here,
@@ -63,6 +63,8 @@ INSTALL_GRADE = 'pip install "llmbook[grade]"'
 # The grader keeps only this much of a cell's output: enough to explain an error, and
 # a notebook that prints without end cannot exhaust the grader's memory.
 MAX_OUTPUTS_PER_CELL = 200
+MEMORY_LIMIT = 8.0
+"""GiB of address space the notebook's kernel may use (``--memory-limit``; Linux only)."""
 MAX_OUTPUT_CHARS_PER_CELL = 200_000
 
 
@@ -140,8 +142,26 @@ class _Run:
     timed_out: dict[int, float] = field(default_factory=dict)  # cell index -> its limit
 
 
+def _limit_memory(client: Any, gib: float | None, problems: list[str]) -> None:
+    """Cap the kernel's address space (Linux): a notebook that allocates without end gets
+    a MemoryError instead of taking the machine, and the grader with it."""
+    try:
+        import resource
+    except ImportError:  # not on Windows
+        return
+    pid = getattr(getattr(getattr(client, "km", None), "provisioner", None), "pid", None)
+    if gib is None or not isinstance(pid, int) or not hasattr(resource, "prlimit"):
+        return
+    limit = int(gib * 2**30)
+    try:
+        resource.prlimit(pid, resource.RLIMIT_AS, (limit, limit))
+    except (OSError, ValueError) as err:
+        problems.append(f"could not limit the kernel's memory ({err})")
+
+
 def _execute(
-    nb: Any, workdir: Path, env: dict[str, str], cell_timeout: float, total_timeout: float
+    nb: Any, workdir: Path, env: dict[str, str], cell_timeout: float, total_timeout: float,
+    memory_limit: float | None = None,
 ) -> _Run:
     """Run the notebook's code cells in order, each under a limit, all under another."""
     from nbclient.exceptions import DeadKernelError
@@ -153,6 +173,7 @@ def _execute(
     client = _make_client(nb, workdir, cell_timeout)
     try:
         with client.setup_kernel(env=env):
+            _limit_memory(client, memory_limit, problems)
             for index, cell in enumerate(nb.cells):
                 if cell.cell_type != "code" or not cell.source.strip():
                     continue
@@ -221,7 +242,7 @@ def _missing_feedback(name: str, nb: Any, run: _Run) -> str:
 
 def _run_and_judge(
     notebook: Path, nb: Any, expected: list[Check], run: _Run, cell_timeout: float,
-    total_timeout: float, check_timeout: float | None,
+    total_timeout: float, check_timeout: float | None, memory_limit: float | None,
 ) -> dict[str, dict[str, Any]]:
     """Run the notebook in a kernel whose working folder holds only a copy of it, judging
     in this process each check it serves; the verdicts by check name."""
@@ -237,7 +258,7 @@ def _run_and_judge(
             return check_timeout if check_timeout is not None else check_.time_limit
 
         with AnswerServer(env[SOCKET_ENV], {c.name: c for c in expected}, limit) as server:
-            executed = _execute(nb, Path(workdir), env, cell_timeout, total_timeout)
+            executed = _execute(nb, Path(workdir), env, cell_timeout, total_timeout, memory_limit)
         run.problems.extend(executed.problems)
         run.stopped, run.timed_out = executed.stopped, executed.timed_out
         return {name: result.to_dict() for name, result in server.results.items()}
@@ -249,6 +270,7 @@ def grade(
     cell_timeout: float = 60.0,
     total_timeout: float = 600.0,
     check_timeout: float | None = None,
+    memory_limit: float | None = MEMORY_LIMIT,
 ) -> dict[str, Any]:
     """Execute ``notebook`` headless and return the score report as a dict. Never raises
     for anything the notebook does."""
@@ -273,7 +295,7 @@ def grade(
     reported: dict[str, dict[str, Any]] = {}
     if nb is not None:
         reported = _run_and_judge(notebook, nb, expected, run, cell_timeout, total_timeout,
-                                  check_timeout)
+                                  check_timeout, memory_limit)
 
     checks = []
     for expected_check in expected:
@@ -351,6 +373,8 @@ def main(argv: list[str] | None = None) -> int:
         "--check-timeout", type=float, default=None,
         help="seconds per check, replacing each check's own limit",
     )
+    parser.add_argument("--memory-limit", type=float, default=MEMORY_LIMIT,
+                        help="GiB of memory the notebook's kernel may use (Linux)")
     args = parser.parse_args(argv)
     missing = missing_dependencies()
     if missing:
@@ -362,7 +386,7 @@ def main(argv: list[str] | None = None) -> int:
         ))
     if not args.notebook.is_file():
         parser.error(f"no such notebook: {args.notebook}")
-    for option in ("cell_timeout", "total_timeout", "check_timeout"):
+    for option in ("cell_timeout", "total_timeout", "check_timeout", "memory_limit"):
         value = getattr(args, option)
         if value is not None and value <= 0:
             parser.error(f"--{option.replace('_', '-')} must be positive")
@@ -374,6 +398,7 @@ def main(argv: list[str] | None = None) -> int:
             cell_timeout=args.cell_timeout,
             total_timeout=args.total_timeout,
             check_timeout=args.check_timeout,
+            memory_limit=args.memory_limit,
         )
     except Exception as err:  # last line of defence: a report, not a traceback
         report = _failure_report(args.notebook, f"the grader failed: {type(err).__name__}: {err}")
