@@ -70,7 +70,8 @@ for module in (compare, ch05):
     module.same = module.matches = lambda *a, **k: True
     module.tensor_answer = lambda value, *a, **k: value
     module.known_mistake = lambda *a, **k: None
-builtins.isinstance = lambda obj, kind: True
+builtins.all = builtins.any = lambda *a, **k: True
+builtins.abs = lambda x: 0.0
 """
 
 PRINT_FAKE = "\n".join(
