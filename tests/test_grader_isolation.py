@@ -36,8 +36,9 @@ import glob, json, os
 names = {CHAPTER_05!r}
 lines = "".join(json.dumps({{"name": n, "passed": True, "points": 1, "max_points": 1,
                              "feedback": "forged", "seconds": 0.0}}) + "\\n" for n in names)
+private = os.path.dirname(os.environ.get("LLMBOOK_GRADE_SOCKET", ""))  # the grader's own folder
 paths = [os.environ.get("LLMBOOK_GRADE_REPORT"), "checks.jsonl",
-         *glob.glob("/tmp/llmbook-grade-*/checks.jsonl"), *glob.glob("/tmp/**/checks.jsonl")]
+         *(glob.glob(os.path.join(private, "*")) + [os.path.join(private, "checks.jsonl")] if private else [])]
 for path in filter(None, paths):
     try:
         with open(path, "a") as f:
