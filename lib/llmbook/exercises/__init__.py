@@ -15,11 +15,11 @@ Importing this package has no side effects; a chapter's check module is imported
 first time one of its checks is looked up, and no other chapter's.
 """
 
+from llmbook.exercises.checking import check
 from llmbook.exercises.core import (
     Check,
     CheckFailed,
     CheckResult,
-    check,
     checks_for_chapter,
     register,
     registry,

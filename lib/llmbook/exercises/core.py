@@ -1,13 +1,13 @@
-"""The machinery behind every graded exercise: a registry of checks and ``check(...)``.
+"""The machinery behind every graded exercise: a registry of checks and how one runs.
 
-An exercise notebook hands the learner's answer to ``check("concept.name", answer)``.
-The check runs the answer against a reference inside a time limit, turns anything that
+An exercise notebook hands the learner's answer to ``check("concept.name", answer)``
+(``llmbook.exercises.checking``). The check runs the answer against a reference inside a time limit, turns anything that
 goes wrong (a wrong value, an exception, a hang) into feedback the learner can act on,
 and never raises itself, so that a notebook run top to bottom always reaches the next
 exercise.
 
 The same checks do the grading, in the grader's own process: while a notebook is graded
-(``SOCKET_ENV`` is set), ``check`` hands the answer to the grader
+(``SOCKET_ENV`` is set), ``check`` only hands the answer to the grader
 (``llmbook.exercises.remote``), which calls the learner's functions remotely and keeps its
 own verdict; nothing the notebook prints or writes is read.
 
@@ -315,7 +315,7 @@ def _trim(value: Any, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-# --------------------------------------------------------------------------- check()
+# --------------------------------------------------------------------------- running a check
 
 
 def _run(check_: Check, answer: Any, limit: float | None) -> tuple[bool, str]:
@@ -360,37 +360,3 @@ def _format(result: CheckResult) -> str:
         head = f"❌ {result.name}: not passed yet ({score})."
     body = "\n".join("   " + line for line in result.feedback.splitlines())
     return f"{head}\n{body}" if body else head
-
-
-def check(name: str, answer: Any, *, timeout: float | None = None) -> CheckResult:
-    """Check a learner's answer to the exercise ``name`` and print friendly feedback.
-
-    ``answer`` is whatever the exercise asks for (usually the function just written).
-    ``timeout`` overrides the check's time limit in seconds. The result is printed and
-    returned; while grading, the grader judges the answer in its own process
-    (``llmbook.exercises.remote``) and the result is its verdict. Only an unknown ``name``
-    raises (a ``KeyError`` listing the known checks), because that is the notebook
-    author's mistake rather than the learner's.
-    """
-    check_ = _lookup(name)
-    limit = _effective_limit(check_, timeout)
-    socket_path = os.environ.get(SOCKET_ENV)
-    if socket_path:  # being graded: the grader judges, in its own process
-        from llmbook.exercises.remote import serve
-
-        result = serve(check_, answer, limit, socket_path)
-        print(_format(result), flush=True)
-        return result
-    started = time.perf_counter()
-    passed, feedback = _run(check_, answer, limit)
-    seconds = time.perf_counter() - started
-    result = CheckResult(
-        name=name,
-        passed=passed,
-        points=check_.points if passed else 0,
-        max_points=check_.points,
-        feedback=feedback,
-        seconds=round(seconds, 4),
-    )
-    print(_format(result), flush=True)
-    return result
