@@ -38,6 +38,7 @@ import yaml
 
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
+TransformerManager = pytest.importorskip("IPython.core.inputtransformer2").TransformerManager
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = yaml.safe_load((ROOT / "_config.yml").read_text())
@@ -272,16 +273,12 @@ MAGICS = ("%cd", "%run", "%load", "%%writefile", "!cat", "!ls", "!wget", "!curl"
 
 def relative_path_reads(source: str) -> list[str]:
     """What a code cell does that depends on the working folder (empty when nothing)."""
-    found = []
-    lines = []
-    for line in source.splitlines():
-        if line.lstrip().startswith(MAGICS):
-            found.append(f"magic: {line.strip()}")
-        # IPython magics and shell lines are not Python: keep the line numbers, drop the text.
-        magic = line.lstrip().startswith(("%", "!"))
-        lines.append(line[: len(line) - len(line.lstrip())] + "pass" if magic else line)
+    found = [f"magic: {line.strip()}" for line in source.splitlines() if line.lstrip().startswith(MAGICS)]
+    # IPython turns magics and shell lines (with their backslash continuations) into Python
+    # calls, as the kernel does before it runs the cell.
+    python = TransformerManager().transform_cell(source)
     try:
-        tree = ast.parse(textwrap.dedent("\n".join(lines)))
+        tree = ast.parse(textwrap.dedent(python))
     except SyntaxError as err:
         return [f"does not parse as Python: {err}"]
     for node in ast.walk(tree):
