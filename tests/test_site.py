@@ -241,6 +241,7 @@ class Visit:
             "math_rendered": 0,
             "math_errors": [],
             "widget_views": 0,
+            "code_overflow": 0,
             "widgets_rendered": 0,
             "launch_menu": [],
         }
@@ -297,6 +298,7 @@ FACTS = """() => {
     math_elements: q('.math').length,
     math_rendered: q('.math mjx-container').length,
     math_errors: q('mjx-merror').map(e => e.getAttribute('data-mjx-error') || e.textContent).slice(0, 5),
+    code_overflow: q('div.cell_input pre').filter(e => e.scrollWidth > e.clientWidth + 1).length,
     widget_views: q('script[type="application/vnd.jupyter.widget-view+json"]').length,
     widgets_rendered: q('.jupyter-widgets').length,
     launch_menu: q('.dropdown-launch-buttons a').map(a => a.href),
@@ -386,6 +388,16 @@ def test_chapter_shows_its_executed_outputs_and_figures(visits, page):
     assert f["figures"] > 0, f"{page}: no figures"
     assert f["figures_loaded"] == f["figures"], (
         f"{page}: {f['figures'] - f['figures_loaded']} figures did not load"
+    )
+
+
+@pytest.mark.parametrize("page", NOTEBOOK_PAGES)
+def test_code_cells_fit_the_page_without_a_scroll_bar(visits, page):
+    """At 1280 px, with both sidebars shown, an 88-character code line fits its box."""
+    overflowing = visits[page].facts["code_overflow"]
+    assert overflowing == 0, (
+        f"{page}: {overflowing} code cells scroll sideways; the code font in _static/custom.css "
+        "must fit 88 characters in the article column"
     )
 
 
