@@ -95,6 +95,15 @@ class Check:
     points: int = 1
     time_limit: float = DEFAULT_TIME_LIMIT
     title: str = ""
+    kind: str | None = None
+
+
+# What an exercise asks of the learner (tests/test_exercise_design.py counts them per chapter):
+# "build" writes something the chapter explained but did not print (a variant, an extension,
+# or a part the chapter took from llmbook); "experiment" trains, ablates or measures until
+# a target the check verifies by running the learner's code; "formula" is a short formula.
+# A check registered without a kind fails that test until it says which it is.
+KINDS = ("build", "experiment", "formula")
 
 
 @dataclass
@@ -129,6 +138,7 @@ def register(
     points: int = 1,
     time_limit: float = DEFAULT_TIME_LIMIT,
     title: str = "",
+    kind: str | None = None,
 ) -> Callable[[Callable[[Any], str | None]], Callable[[Any], str | None]]:
     """Decorator that adds a checker to the registry under ``name``.
 
@@ -137,11 +147,13 @@ def register(
     """
     if "." not in name:
         raise ValueError(f"check names look like 'concept.exercise', got {name!r}")
+    if kind is not None and kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r} for check {name!r}")
 
     def decorate(checker: Callable[[Any], str | None]) -> Callable[[Any], str | None]:
         if name in _REGISTRY and _REGISTRY[name].checker is not checker:
             raise ValueError(f"a check named {name!r} is already registered")
-        _REGISTRY[name] = Check(name, checker, chapter, points, time_limit, title)
+        _REGISTRY[name] = Check(name, checker, chapter, points, time_limit, title, kind)
         return checker
 
     return decorate
