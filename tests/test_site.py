@@ -156,6 +156,27 @@ def test_exercises_are_shown_not_executed_and_solutions_are_executed(site):
             assert page in EXECUTED and outputs > 0, f"{page} shows no executed outputs"
 
 
+def _outputs(html: str) -> list[str]:
+    """The HTML of each executed output on a page (from one output to the next cell)."""
+    parts = html.split('class="cell_output')[1:]
+    return [re.split(r'class="cell(?: |_input)', part, maxsplit=1)[0] for part in parts]
+
+
+def test_outputs_show_no_machine_paths(site):
+    """A reader's page shows no folder of the machine that built it (home, cache, temp)."""
+    if site.returncode != 0:
+        pytest.skip("the build failed; see test_strict_build_passes")
+    machine = {str(Path.home()), str(ROOT), "/tmp/", os.environ.get("LLMBOOK_DATA") or str(ROOT)}
+    found = []
+    for page in NOTEBOOK_PAGES:
+        if not page.startswith(("chapters/", "solutions/")):
+            continue
+        for output in _outputs((HTML / f"{page}.html").read_text()):
+            text = re.sub(r"<[^>]+>", "", output)
+            found += [f"{page}: {path!r}" for path in machine if path in text]
+    assert not found, f"outputs name folders of the build machine: {sorted(set(found))}"
+
+
 def test_math_is_served_from_the_site_not_a_cdn(site):
     if site.returncode != 0:
         pytest.skip("the build failed; see test_strict_build_passes")
