@@ -1,0 +1,52 @@
+"""The book's diagrams, drawn as SVG from code in one style (chapter 1 shows the first).
+
+Each diagram is a function that returns a ``Diagram``: in a notebook it shows itself as
+an inline SVG figure with alt text and a caption (``_repr_html_``), so the picture appears
+in Jupyter, in a notebook opened alone in Colab and on the book's site alike; ``.svg``,
+``.alt`` and ``.save(path)`` give the picture to anything else. A chapter draws one with a
+single line in a cell tagged ``remove-input``::
+
+    from llmbook import diagrams
+
+    diagrams.gpt_block()
+
+The primitives (boxes, arrows, grids, groups) live in ``llmbook.diagrams.canvas``; the
+architecture pictures in ``models``, the processes in ``pipelines``. Pure Python, no
+dependency: importing this package draws nothing.
+"""
+
+from llmbook.diagrams.canvas import Canvas, Diagram, text_width
+from llmbook.diagrams.models import (
+    attention_qkv,
+    autoencoder,
+    classification_head,
+    encoder_decoder,
+    gpt_block,
+    lora,
+    rnn_unrolled,
+)
+from llmbook.diagrams.pipelines import (
+    data_parallel_zero,
+    llm_stages,
+    preference_pipeline,
+    tokens_to_embeddings,
+    training_loop,
+)
+
+# every diagram of the book, in chapter order (the tests draw each one)
+ALL = {
+    "llm_stages": llm_stages,
+    "autoencoder": autoencoder,
+    "tokens_to_embeddings": tokens_to_embeddings,
+    "rnn_unrolled": rnn_unrolled,
+    "attention_qkv": attention_qkv,
+    "encoder_decoder": encoder_decoder,
+    "gpt_block": gpt_block,
+    "training_loop": training_loop,
+    "classification_head": classification_head,
+    "lora": lora,
+    "preference_pipeline": preference_pipeline,
+    "data_parallel_zero": data_parallel_zero,
+}
+
+__all__ = ["ALL", "Canvas", "Diagram", "text_width", *ALL]
