@@ -29,14 +29,48 @@ def softmax_with_temperature(logits: torch.Tensor, temperature: float) -> torch.
     return e / e.sum(dim=-1, keepdim=True)
 
 
+def sample_tokens(next_logits, prompt, new_tokens, temperature, generator):
+    ids = list(prompt)
+    for _ in range(new_tokens):
+        probs = softmax_with_temperature(next_logits(ids), temperature)
+        ids.append(int(torch.multinomial(probs, num_samples=1, generator=generator)))
+    return ids
+
+
+def sample_tokens_tensor(next_logits, prompt, new_tokens, temperature, generator):
+    """Another correct way: keep the ids in a tensor, use torch.softmax and .multinomial."""
+    ids = torch.tensor(prompt)
+    for _ in range(new_tokens):
+        probs = torch.softmax(next_logits(ids.tolist()) / temperature, dim=-1)
+        ids = torch.cat([ids, probs.multinomial(1, generator=generator)])
+    return ids
+
+
+def _sampler(pick="sample", scale=1, context="all", keep_prompt=True, seeded=True):
+    def sample(next_logits, prompt, new_tokens, temperature, generator):
+        ids = list(prompt)
+        for _ in range(new_tokens):
+            logits = next_logits(ids if context == "all" else list(prompt))
+            t = temperature if scale == 1 else (1 / temperature if scale == -1 else 1.0)
+            probs = softmax_with_temperature(logits, t)
+            if pick == "greedy":
+                ids.append(int(probs.argmax()))
+            else:
+                g = generator if seeded else None
+                ids.append(int(torch.multinomial(probs, 1, generator=g)))
+        return ids if keep_prompt else ids[len(prompt) :]
+
+    return sample
+
+
 def count_parameters(v: int, t: int, d: int, n: int) -> int:
     return v * d + t * d + n * (12 * d * d + 13 * d) + 2 * d
 
 
 CORRECT = {
     "intro.char_tokenizer": [(build_vocab, encode, decode)],
-    "intro.softmax_with_temperature": [softmax_with_temperature,
-                                       lambda z, t: torch.softmax(z / t, dim=-1)],
+    "intro.softmax_with_temperature": [softmax_with_temperature, lambda z, t: torch.softmax(z / t, dim=-1)],
+    "intro.sample": [sample_tokens, sample_tokens_tensor],
     "intro.count_parameters": [count_parameters],
     "intro.perplexity": [math.exp],
 }
@@ -67,6 +101,15 @@ MISTAKES = {
         (_unstable, "subtract the max"),
         (lambda x, t: softmax_with_temperature(x, 1.0), ("temperature", "divide")),
         (_in_place, "in-place"),
+    ],
+    "intro.sample": [
+        (_sampler(pick="greedy"), ("prompt=[3]", "expected", "got", "greedy decoding")),
+        (_sampler(seeded=False), "generator=generator"),
+        (_sampler(scale=-1), ("temperature=0.5", "multiplied the logits")),
+        (_sampler(scale=0), ("temperature=0.5", "made no difference")),
+        (_sampler(keep_prompt=False), "only the new tokens"),
+        (_sampler(context="prompt"), "the ids so far"),
+        (lambda f, p, n, t, g: [int(torch.multinomial(f(p) / t, 1, generator=g))], "softmax first"),
     ],
     "intro.count_parameters": [
         # GPT-2 small is tried first, and the hint comes from the size of the error.

@@ -23,6 +23,7 @@ from llmbook.config import count_parameters as reference_count
 from llmbook.exercises.compare import (
     close,
     first_row,
+    is_int,
     known_mistake,
     number,
     same,
@@ -120,8 +121,7 @@ def _encode(encode: Any, text: str, stoi: dict, expected: list[int]) -> list[int
         at = next((i for i, (a, b) in enumerate(zip(expected, ids, strict=False)) if a != b), 0)
         start = max(at - 5, 0)
         raise mismatch(
-            f"{label} gave the wrong ids (first difference at position {at}; showing ids "
-            f"{start} to {start + 19}).",
+            f"{label} gave the wrong ids (first difference at position {at}; showing ids {start} to {start + 19}).",
             expected[start : start + 20],
             ids[start : start + 20],
             hint,
@@ -147,6 +147,7 @@ def _decode(decode: Any, ids: list[int], itos: dict, expected: str) -> None:
 @register(
     "intro.char_tokenizer",
     chapter=CHAPTER,
+    kind="build",
     title="A character tokenizer: build_vocab, encode, decode",
 )
 def check_char_tokenizer(answer: Any) -> str:
@@ -202,18 +203,21 @@ def _softmax_hint(logits: torch.Tensor, temperature: float, got: torch.Tensor) -
     if temperature != 1.0:
         mistakes.append((p, "the temperature made no difference: divide the logits by it."))
     mistakes += [
-        (torch.softmax(x * temperature, dim=-1),
-         "you multiplied by the temperature; divide the logits by it instead."),
+        (torch.softmax(x * temperature, dim=-1), "you multiplied by the temperature; divide the logits by it instead."),
         (p / temperature, late),
         (p ** (1 / temperature), late),
     ]
     if x.dim() > 1:
         flat = torch.softmax((x / temperature).flatten(), dim=0).reshape(x.shape)
         mistakes += [
-            (torch.softmax(x / temperature, dim=0),
-             "you normalised over the first dimension; use the last one: dim=-1."),
-            (flat, "you normalised over the whole tensor. Sum over the last dimension only: "
-                   ".sum(dim=-1, keepdim=True)."),
+            (
+                torch.softmax(x / temperature, dim=0),
+                "you normalised over the first dimension; use the last one: dim=-1.",
+            ),
+            (
+                flat,
+                "you normalised over the whole tensor. Sum over the last dimension only: .sum(dim=-1, keepdim=True).",
+            ),
         ]
     hint = known_mistake(got, mistakes, atol=ATOL)
     if hint:
@@ -232,10 +236,12 @@ def _run_softmax(fn: Any, logits: torch.Tensor, temperature: float) -> torch.Ten
     label = f"softmax_with_temperature(logits of shape {shape}, temperature={temperature})"
     given = logits.clone()
     out = tensor_answer(
-        call(fn, given, temperature, label=label), label, shape=shape,
+        call(fn, given, temperature, label=label),
+        label,
+        shape=shape,
         hint="use torch operations (torch.exp, .max, .sum) on the tensor you are given.",
         shape_hint="one probability per logit: when you take the max or the sum over dim=-1, "
-                   "pass keepdim=True so the result still lines up with the logits.",
+        "pass keepdim=True so the result still lines up with the logits.",
     )
     unchanged(label, [given], [logits], ["logits"])
     expected = _softmax_ref(logits, temperature)
@@ -252,6 +258,7 @@ def _run_softmax(fn: Any, logits: torch.Tensor, temperature: float) -> torch.Ten
 @register(
     "intro.softmax_with_temperature",
     chapter=CHAPTER,
+    kind="build",
     title="Softmax with temperature over the last dimension",
 )
 def check_softmax_with_temperature(fn: Any) -> str:
@@ -292,6 +299,176 @@ def check_softmax_with_temperature(fn: Any) -> str:
     )
 
 
+# --------------------------------------------------------------------------- sampling
+
+
+def _copy(gen: torch.Generator) -> torch.Generator:
+    """A generator in the same state as ``gen``: each call starts from the same draws."""
+    return torch.Generator().set_state(gen.get_state())
+
+
+def _replay(
+    next_logits: Any,
+    prompt: list[int],
+    new_tokens: int,
+    temperature: float,
+    gen: torch.Generator,
+    *,
+    pick: str = "sample",
+    scale: str = "divide",
+    context: str = "all",
+) -> list[int]:
+    """The reference sampler, and (with other settings) the usual mistakes, replayed."""
+    ids = list(prompt)
+    for _ in range(new_tokens):
+        logits = next_logits(ids if context == "all" else list(prompt))
+        z = {"divide": logits / temperature, "multiply": logits * temperature, "ignore": logits}[scale]
+        probs = torch.softmax(z.double(), dim=-1).float()
+        if pick == "greedy":
+            ids.append(int(probs.argmax()))
+        else:
+            ids.append(int(torch.multinomial(probs, num_samples=1, generator=gen)))
+    return ids
+
+
+def _sample_mistakes(
+    next_logits: Any, prompt: list[int], n: int, t: float, gen: torch.Generator
+) -> list[tuple[Any, str]]:
+    def again(**how: str) -> list[int]:
+        return _replay(next_logits, prompt, n, t, _copy(gen), **how)
+
+    reference = again()
+    mistakes: list[tuple[Any, str]] = [
+        (
+            reference[len(prompt) :],
+            "you returned only the new tokens; return the prompt followed by them (the whole list of ids).",
+        ),
+        (
+            again(pick="greedy"),
+            "you always picked the most likely token (argmax): that is "
+            "greedy decoding. Draw it with torch.multinomial(probs, "
+            "num_samples=1, generator=generator).",
+        ),
+        (
+            again(context="prompt"),
+            "you asked for the next scores of the prompt every time; "
+            "call next_logits on the ids so far, new tokens included.",
+        ),
+    ]
+    if t != 1.0:
+        mistakes += [
+            (again(scale="ignore"), "the temperature made no difference: divide the logits by it before the softmax."),
+            (again(scale="multiply"), "you multiplied the logits by the temperature; divide them by it."),
+        ]
+    return mistakes
+
+
+def _bigram_logits(text: str, tok: CharTokenizer) -> torch.Tensor:
+    """log P(next | previous) of a character bigram model of ``text``, smoothed."""
+    ids = torch.tensor(tok.encode(text))
+    v = tok.vocab_size
+    counts = torch.bincount(ids[:-1] * v + ids[1:], minlength=v * v).reshape(v, v)
+    return (counts.float() + 0.01).log()
+
+
+def _run_sampler(
+    fn: Any, next_logits: Any, prompt: list[int], n: int, t: float, gen: torch.Generator, what: str
+) -> list[int]:
+    label = f"sample_tokens(next_logits, prompt={prompt}, new_tokens={n}, temperature={t}, generator)"
+    got = call(
+        fn,
+        next_logits,
+        list(prompt),
+        n,
+        t,
+        _copy(gen),
+        label=label,
+        hints=[
+            (
+                "probability tensor contains",
+                "torch.multinomial takes probabilities (positive, summing to 1), not logits: softmax first.",
+            ),
+            (
+                "only integer tensors of a single element",
+                "turn the drawn token into a Python int with int(...) before appending.",
+            ),
+        ],
+    )
+    expected = _replay(next_logits, prompt, n, t, _copy(gen))
+    if isinstance(got, torch.Tensor):
+        got = got.tolist()
+    if not isinstance(got, list) or not all(is_int(i) for i in got):
+        raise mismatch(
+            f"{label} ({what}) should return a list of ints.",
+            expected,
+            got,
+            "start from ids = list(prompt) and append int(next_id) each step.",
+        )
+    if got != expected:
+        again = call(fn, next_logits, list(prompt), n, t, _copy(gen), label=label)
+        if isinstance(again, torch.Tensor):
+            again = again.tolist()
+        if again != got:
+            hint = (
+                "two calls with generators in the same state gave different tokens: "
+                "pass generator=generator to torch.multinomial, so the draws can be "
+                "replayed."
+            )
+        elif len(got) != len(expected) and len(got) != n:
+            hint = f"return the {len(prompt)} prompt ids followed by exactly {n} new ones: {len(expected)} ids."
+        else:
+            hint = known_mistake(got, _sample_mistakes(next_logits, prompt, n, t, gen)) or (
+                "each step: logits = next_logits(ids), probs = softmax(logits / "
+                "temperature), next_id = torch.multinomial(probs, num_samples=1, "
+                "generator=generator), then append it."
+            )
+        raise mismatch(
+            f"{label} ({what}) gave other tokens than the reference sampler with the same generator.",
+            expected,
+            got,
+            hint,
+        )
+    return got
+
+
+@register(
+    "intro.sample",
+    chapter=CHAPTER,
+    kind="build",
+    title="The generation loop, sampling with a temperature",
+)
+def check_sample(fn: Any) -> str:
+    """Replays the learner's draws with the same generator on small random next-token
+    models, then writes Shakespeare-like text from a character bigram model."""
+    gen = torch.Generator().manual_seed(11)
+    table = 2 * torch.randn(7, 7, generator=gen)  # next-token scores after each token
+
+    def next_logits(ids: list[int]) -> torch.Tensor:
+        """A tiny model: the scores of the next token depend on the last one."""
+        return table[ids[-1]].clone()
+
+    for prompt, n, t, seed in [([3], 12, 1.0, 0), ([0, 5], 15, 0.5, 1), ([6, 6, 2], 10, 2.0, 2), ([1], 1, 1.0, 3)]:
+        _run_sampler(fn, next_logits, prompt, n, t, torch.Generator().manual_seed(seed), "a 7-token model")
+
+    text = _real_text()
+    tok = CharTokenizer.from_text(text)
+    bigram = _bigram_logits(text, tok)
+
+    def next_char_logits(ids: list[int]) -> torch.Tensor:
+        """A character bigram model of Shakespeare."""
+        return bigram[ids[-1]].clone()
+
+    prompt = tok.encode("ROMEO:\n")
+    ids = _run_sampler(
+        fn, next_char_logits, prompt, 60, 0.8, torch.Generator().manual_seed(7), "a bigram model of Shakespeare"
+    )
+    return (
+        "Your sampler replays the reference's draws exactly on 4 small models (temperatures "
+        "0.5 to 2) and on a character bigram model of Shakespeare, which wrote: "
+        f"{tok.decode(ids)!r}"
+    )
+
+
 # --------------------------------------------------------------------------- parameters
 
 
@@ -305,29 +482,41 @@ def _formula(vocab_size: int, n_positions: int, n_embd: int, n_layer: int) -> in
 def _count_mistakes(v: int, t: int, d: int, n: int) -> list[tuple[int, str]]:
     """(error in the count, explanation) for the usual slips, signed as got - expected."""
     mistakes: list[tuple[Any, ...]] = [
-        (v * d, "you counted a separate output head (lm_head, vocab_size × n_embd). GPT-2",
-         "ties it to the token embedding: one matrix serves both ends, so it adds nothing."),
+        (
+            v * d,
+            "you counted a separate output head (lm_head, vocab_size × n_embd). GPT-2",
+            "ties it to the token embedding: one matrix serves both ends, so it adds nothing.",
+        ),
         (-t * d, "you left out the position embeddings (wpe): n_positions × n_embd."),
         (-v * d, "you left out the token embeddings (wte): vocab_size × n_embd."),
-        (-9 * n * d, "you left out the biases of the linear layers: per block 3·n_embd",
-         "(query, key, value) + n_embd (attention output) + 4·n_embd (MLP up) + n_embd",
-         "(MLP down) = 9·n_embd."),
-        (-(4 * n * d + 2 * d), "you left out the layer norms: two per block and a final one,",
-         "each with a weight and a bias of n_embd."),
+        (
+            -9 * n * d,
+            "you left out the biases of the linear layers: per block 3·n_embd",
+            "(query, key, value) + n_embd (attention output) + 4·n_embd (MLP up) + n_embd",
+            "(MLP down) = 9·n_embd.",
+        ),
+        (
+            -(4 * n * d + 2 * d),
+            "you left out the layer norms: two per block and a final one,",
+            "each with a weight and a bias of n_embd.",
+        ),
         (-2 * d, "you left out the final layer norm (ln_f): 2·n_embd."),
-        (-(2 * n * d + d), "you counted only the weight of each layer norm; each also has a",
-         "bias of n_embd."),
+        (-(2 * n * d + d), "you counted only the weight of each layer norm; each also has a", "bias of n_embd."),
         (-2 * n * d, "each block has two layer norms (before attention and before the MLP)."),
-        (-n * (6 * d * d + 3 * d), "the MLP is four times wider than the model: n_embd →",
-         "4·n_embd → n_embd, so 8·n_embd² weights per block."),
-        (-n * (2 * d * d + 2 * d), "attention has separate query, key and value projections",
-         "(3·n_embd² together) plus an output projection (n_embd²)."),
-        (-n * (d * d + d), "you left out the attention output projection (c_proj):",
-         "n_embd² + n_embd per block."),
+        (
+            -n * (6 * d * d + 3 * d),
+            "the MLP is four times wider than the model: n_embd →",
+            "4·n_embd → n_embd, so 8·n_embd² weights per block.",
+        ),
+        (
+            -n * (2 * d * d + 2 * d),
+            "attention has separate query, key and value projections",
+            "(3·n_embd² together) plus an output projection (n_embd²).",
+        ),
+        (-n * (d * d + d), "you left out the attention output projection (c_proj):", "n_embd² + n_embd per block."),
     ]
     if n > 1:
-        mistakes.append((-(n - 1) * (12 * d * d + 13 * d),
-                         "you counted a single block; there are n_layer of them."))
+        mistakes.append((-(n - 1) * (12 * d * d + 13 * d), "you counted a single block; there are n_layer of them."))
     return [(delta, " ".join(words)) for delta, *words in mistakes]
 
 
@@ -360,6 +549,7 @@ def _explain_count(got: int, args: tuple[int, int, int, int]) -> str:
 @register(
     "intro.count_parameters",
     chapter=CHAPTER,
+    kind="build",
     title="Count a GPT-2-style model's parameters from its shape",
 )
 def check_count_parameters(fn: Any) -> str:
@@ -370,8 +560,7 @@ def check_count_parameters(fn: Any) -> str:
         ("GPT-2 medium", GPTConfig.from_preset("gpt2-medium")),
         ("GPT-2 XL", GPTConfig.from_preset("gpt2-xl")),
         ("GPT-3", GPTConfig.from_preset("gpt3-175b")),
-        ("an odd made-up shape",
-         GPTConfig(vocab_size=101, n_positions=37, n_embd=24, n_layer=3, n_head=1)),
+        ("an odd made-up shape", GPTConfig(vocab_size=101, n_positions=37, n_embd=24, n_layer=3, n_head=1)),
     ]
     for what, cfg in shapes:
         args = (cfg.vocab_size, cfg.n_positions, cfg.n_embd, cfg.n_layer)
@@ -411,6 +600,7 @@ def _perplexity_hint(loss: float, got: float) -> str:
 @register(
     "intro.perplexity",
     chapter=CHAPTER,
+    kind="formula",
     title="Perplexity from a mean cross-entropy loss",
 )
 def check_perplexity(fn: Any) -> str:
