@@ -212,6 +212,26 @@ def test_multi_query_attention_generates_the_same_with_and_without_cache():
     assert torch.equal(generate(model, prompt, 20), generate(model, prompt, 20, use_cache=False))
 
 
+@pytest.mark.parametrize("n_kv_head", [1, 2])
+def test_grouped_queries_in_the_fused_kernel_equal_copied_heads(n_kv_head):
+    """The fused path reads shared key/value heads in place (enable_gqa); the explicit path
+    copies them out to one per query head. Both must agree: whole sequences, a cached
+    prefix continued by several tokens and by one, and left padding (a key mask)."""
+    torch.manual_seed(0)
+    fused = GPT(dataclasses.replace(MODERN, n_kv_head=n_kv_head)).double().eval()
+    explicit = GPT(dataclasses.replace(MODERN, n_kv_head=n_kv_head, attn_impl="explicit")).double().eval()
+    explicit.load_state_dict(fused.state_dict())
+    x = torch.randint(0, 61, (2, 12))
+    key_mask = torch.ones(2, 12, dtype=torch.bool)
+    key_mask[0, :3] = False
+    with torch.no_grad():
+        torch.testing.assert_close(fused(x)[0], explicit(x)[0])
+        torch.testing.assert_close(fused(x, key_mask=key_mask)[0], explicit(x, key_mask=key_mask)[0])
+        caches = KVCache(MODERN.n_layer), KVCache(MODERN.n_layer)
+        for part in (x[:, :5], x[:, 5:9], x[:, 9:10]):
+            torch.testing.assert_close(fused(part, cache=caches[0])[0], explicit(part, cache=caches[1])[0])
+
+
 def test_a_modern_model_learns():
     """Every option together still trains: the loss on a repeated sequence falls."""
     torch.manual_seed(0)

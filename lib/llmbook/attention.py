@@ -16,6 +16,7 @@ key/value heads, which is what the option is for.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -23,6 +24,17 @@ from torch import nn
 
 from llmbook.config import GPTConfig
 from llmbook.layers import apply_rotary
+
+# PyTorch 2.5 taught the fused kernel grouped-query attention (enable_gqa); before it, the
+# key/value heads are copied out to one per query head.
+_SDPA_GQA = tuple(int(part) for part in torch.__version__.split(".")[:2]) >= (2, 5)
+
+
+def _sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, grouped: bool, **kwargs: Any) -> torch.Tensor:
+    """The fused kernel; ``grouped``: k and v have fewer heads than q, each serving a group."""
+    if grouped:
+        return F.scaled_dot_product_attention(q, k, v, enable_gqa=True, **kwargs)
+    return F.scaled_dot_product_attention(q, k, v, **kwargs)
 
 
 class KVCache:
@@ -168,20 +180,25 @@ class CausalSelfAttention(nn.Module):
             q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
         if cache is not None:
             k, v = cache.append(layer, k, v)
-        if self.n_kv_head != self.n_head:  # each key/value head serves a group of query heads
+        fused = self.attn_impl == "sdpa" and not self.keep_weights
+        # Each key/value head serves a group of query heads. The fused kernel reads the shared
+        # heads in place (enable_gqa); copying them out to n_head heads would read and write the
+        # whole cache at every generated token, which is what grouped queries are meant to save.
+        gqa = self.n_kv_head != self.n_head and fused and _SDPA_GQA
+        if self.n_kv_head != self.n_head and not gqa:
             group = self.n_head // self.n_kv_head
             k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
         t_key = k.shape[-2]
         dropout_p = self.dropout if self.training else 0.0
 
-        if self.attn_impl == "sdpa" and key_mask is None and not self.keep_weights:
+        if fused and key_mask is None:
             if T == t_key:
-                y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
+                y = _sdpa(q, k, v, gqa, dropout_p=dropout_p, is_causal=True)
             elif T == 1:  # one new token may see everything before it
-                y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p)
+                y = _sdpa(q, k, v, gqa, dropout_p=dropout_p)
             else:
                 mask = causal_mask(T, t_key, x.device)
-                y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
+                y = _sdpa(q, k, v, gqa, attn_mask=mask, dropout_p=dropout_p)
         else:
             mask = causal_mask(T, t_key, x.device)
             if key_mask is not None:
@@ -190,8 +207,8 @@ class CausalSelfAttention(nn.Module):
                 self_pos = torch.arange(t_key - T, t_key, device=x.device).unsqueeze(1)
                 diagonal = torch.arange(t_key, device=x.device).unsqueeze(0) == self_pos
                 mask = (mask & key_mask[:, None, None, :]) | diagonal
-            if self.attn_impl == "sdpa" and not self.keep_weights:
-                y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
+            if fused:
+                y = _sdpa(q, k, v, gqa, attn_mask=mask, dropout_p=dropout_p)
             else:
                 y, weights = explicit_attention(q, k, v, mask, dropout_p, self.training)
                 if self.keep_weights:
