@@ -16,6 +16,7 @@ dependency: importing this package draws nothing.
 """
 
 from llmbook.diagrams.canvas import Canvas, Diagram, text_width
+from llmbook.diagrams.details import kv_cache, masked_vs_causal, prompt_masking
 from llmbook.diagrams.models import (
     attention_qkv,
     autoencoder,
@@ -41,9 +42,12 @@ ALL = {
     "rnn_unrolled": rnn_unrolled,
     "attention_qkv": attention_qkv,
     "encoder_decoder": encoder_decoder,
+    "masked_vs_causal": masked_vs_causal,
     "gpt_block": gpt_block,
+    "kv_cache": kv_cache,
     "training_loop": training_loop,
     "classification_head": classification_head,
+    "prompt_masking": prompt_masking,
     "lora": lora,
     "preference_pipeline": preference_pipeline,
     "data_parallel_zero": data_parallel_zero,

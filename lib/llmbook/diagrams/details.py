@@ -1,0 +1,165 @@
+"""Second pictures for chapters that have one idea more: masks, targets, caches."""
+
+from __future__ import annotations
+
+from llmbook.diagrams.canvas import LINE, MUTED, PALETTE, Canvas, Diagram
+
+GREEN, GREY, RED = "#b9e0c5", PALETTE["frozen"][0], PALETTE["stream"][1]
+
+
+def _attention_panel(c: Canvas, x0: float, title: str, tokens: list[str], targets: list[str], causal: bool) -> None:
+    """One grid of who-sees-whom (rows: queries, columns: keys), with each row's target."""
+    cell, n = 30, len(tokens)
+    gx, gy = x0 + 70, 76
+    c.text(x0 + 150, 30, title, size=13, bold=True, max_width=300)
+    cells = [[(GREEN if (j <= i or not causal) else GREY, "") for j in range(n)] for i in range(n)]
+    c.grid(gx, gy, cells, cell=cell)
+    for i, tok in enumerate(tokens):
+        c.text(gx + i * cell + cell / 2, gy - 14, tok, size=12, mono=True, max_width=cell)
+        c.text(gx - 10, gy + i * cell + cell / 2, tok, size=12, mono=True, anchor="end", max_width=56)
+        hit = targets[i] != "—"
+        c.text(
+            gx + n * cell + 30,
+            gy + i * cell + cell / 2,
+            targets[i],
+            size=12,
+            mono=hit,
+            colour=RED if hit else MUTED,
+            max_width=50,
+        )
+    c.text(gx + n * cell + 30, gy - 14, "target", size=11, colour=MUTED)
+    c.text(gx - 10, gy - 14, "input", size=11, colour=MUTED, anchor="end")
+
+
+def masked_vs_causal(text: str = "to be") -> Diagram:
+    """Chapter 6: BERT-style (no mask, predict the hidden characters) against GPT-style (causal)."""
+    chars = [ch if ch != " " else "␣" for ch in text]
+    if not 3 <= len(chars) <= 6:
+        raise ValueError(f"give 3 to 6 characters, got {len(chars)}")
+    c = Canvas("masked_vs_causal", 760, 300)
+    hidden = 1  # the position whose character is replaced by [MASK]
+    bert_in = [("[M]" if i == hidden else ch) for i, ch in enumerate(chars)]
+    bert_y = [(chars[i] if i == hidden else "—") for i in range(len(chars))]
+    gpt_y = [*chars[1:], "…"]
+    _attention_panel(c, 20, "masked (BERT-style): no mask", bert_in, bert_y, causal=False)
+    _attention_panel(c, 400, "causal (GPT-style): the past only", chars, gpt_y, causal=True)
+    c.text(
+        380, 256, "green: may attend (row = query, column = key); red: a target the loss counts", size=12, colour=LINE
+    )
+    c.text(380, 280, "[M]: a character replaced by the [MASK] token; —: no loss at this position", size=12, colour=LINE)
+    return c.finish(
+        alt=(
+            f"Two ways to train on the characters {text!r}. Masked, BERT-style: every position "
+            "attends to every other, some inputs are replaced by a [MASK] token and the loss is "
+            "only on the hidden characters. Causal, GPT-style: each position attends only to itself "
+            "and earlier positions, and every position's target is the next character."
+        ),
+        caption=(
+            "The same model, two objectives: BERT reads both ways and fills in hidden tokens; "
+            "GPT reads left to right and predicts every next token."
+        ),
+    )
+
+
+def kv_cache(tokens: tuple[str, ...] = ("The", "␣cat", "␣sat", "␣on", "␣the")) -> Diagram:
+    """Chapter 7: one generation step without a cache (recompute all) and with one (one new token)."""
+    if not 3 <= len(tokens) <= 6:
+        raise ValueError(f"give 3 to 6 tokens, got {len(tokens)}")
+    c = Canvas("kv_cache", 760, 420)
+    n, cw, x0 = len(tokens), 78, 150
+    new = n - 1
+    for i, tok in enumerate(tokens):
+        c.text(x0 + i * cw + cw / 2, 20, tok, size=13, mono=True, max_width=cw - 4)
+    c.text(x0 + new * cw + cw / 2, 38, "new", size=11, colour=RED)
+    blue, green = "#9fbbe3", GREEN
+    panels: list[tuple[str, int, list[list[str | None]], str]] = [
+        (
+            "without a cache",
+            60,
+            [[blue] * n, [blue] * n, [blue] * n],
+            f"step {n}: all {n} tokens through every block again",
+        ),
+        (
+            "with a KV cache",
+            230,
+            [[None] * new + [green], [GREY] * new + [green], [GREY] * new + [green]],
+            f"step {n}: only the new token; earlier keys and values are read from the cache",
+        ),
+    ]
+    for title, y, rows, note in panels:
+        c.text(20, y + 12, title, size=13, anchor="start", bold=True)
+        for r, (name, fills) in enumerate(zip(("query", "key", "value"), rows, strict=True)):
+            ry = y + 30 + r * 34
+            c.text(x0 - 12, ry + 14, name, size=12, anchor="end", colour=LINE)
+            for i, fill in enumerate(fills):
+                if fill is None:
+                    continue
+                label = "cached" if fill == GREY else ""
+                c.rect(x0 + i * cw + 4, ry, cw - 8, 28, fill, radius=5)
+                if label:
+                    c.text(x0 + i * cw + cw / 2, ry + 14, label, size=11, colour=MUTED, max_width=cw - 10)
+        c.text(20, y + 146, note, size=12, anchor="start", colour=LINE)
+    c.text(380, 404, "blue: computed this step; green: computed for the new token only", size=12, colour=MUTED)
+    return c.finish(
+        alt=(
+            f"One step of generation for the tokens {' '.join(tokens)}. Without a cache the model "
+            f"computes queries, keys and values for all {n} tokens again. With a key/value cache it "
+            "computes the query, key and value of the new token only; the keys and values of the "
+            "earlier tokens are read from the cache, and the new query attends to all of them."
+        ),
+        caption=(
+            "The key/value cache: old tokens' keys and values never change (attention is causal), "
+            "so each step computes one token's and reads the rest."
+        ),
+    )
+
+
+def prompt_masking() -> Diagram:
+    """Chapter 10: targets of an instruction example, the prompt and the padding set to −100."""
+    x = ["Reverse", "␣'cat'", "↵Response:", "␣tac", "<|endoftext|>", "<|endoftext|>"]
+    y = ["−100", "−100", "␣tac", "<|endoftext|>", "−100", "−100"]
+    part = ["prompt", "prompt", "prompt", "response", "padding", "padding"]
+    c = Canvas("prompt_masking", 760, 300)
+    cw, x0 = 110, 96
+    for name, first, last in [("prompt", 0, 2), ("response", 3, 3), ("padding", 4, 5)]:
+        left, right = x0 + first * cw + 4, x0 + (last + 1) * cw - 4
+        c.line([(left, 40), (left, 34), (right, 34), (right, 40)], colour=MUTED, head=False)
+        c.text((left + right) / 2, 20, name, size=12, bold=True, colour=MUTED)
+    c.text(x0 - 12, 70, "input x", size=13, anchor="end")
+    c.text(x0 - 12, 170, "target y", size=13, anchor="end")
+    for i in range(len(x)):
+        kind = "frozen" if part[i] == "padding" else "data"
+        b = c.box(x0 + i * cw + 4, 50, cw - 8, 40, x[i], kind=kind, mono=True, size=10.5)
+        counted = y[i] != "−100"
+        t = c.box(
+            x0 + i * cw + 4,
+            150,
+            cw - 8,
+            40,
+            y[i],
+            kind="stream" if counted else "frozen",
+            mono=counted,
+            size=10.5 if counted else 13,
+        )
+        c.arrow(b.cx, b.bottom, t.cx, t.y)
+    c.text(
+        x0 + 2.5 * cw,
+        222,
+        "the target of the last prompt token is the answer's first token: it counts",
+        size=12,
+        colour=LINE,
+    )
+    c.text(380, 256, "red: targets the loss counts; −100: ignored (cross_entropy's ignore_index)", size=12, colour=LINE)
+    c.text(380, 280, "padding: end-of-text tokens as filler input, never graded", size=12, colour=MUTED)
+    return c.finish(
+        alt=(
+            "An instruction example as training data. The input is the prompt (Reverse 'cat', "
+            "Response:), the response (tac) and two end-of-text tokens as padding. Each target is the "
+            "next token; targets that are prompt tokens and the padding's targets are set to minus "
+            "100 and ignored, so the loss counts only the response and its end-of-text token."
+        ),
+        caption=(
+            "Targets with the prompt masked: the model is graded only on the answer (and on "
+            "stopping), never on repeating the prompt or on padding."
+        ),
+    )
