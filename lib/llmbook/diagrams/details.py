@@ -82,7 +82,7 @@ def kv_cache(tokens: tuple[str, ...] = ("The", "␣cat", "␣sat", "␣on", "␣
         (
             "with a KV cache",
             230,
-            [[None] * new + [green], [GREY] * new + [green], [GREY] * new + [green]],
+            [[None] * new + [green], [*[GREY] * new, green], [*[GREY] * new, green]],
             f"step {n}: only the new token; earlier keys and values are read from the cache",
         ),
     ]
