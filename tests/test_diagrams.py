@@ -85,6 +85,7 @@ def test_repr_html_is_a_figure_with_the_svg_role_alt_and_caption(name):
     caption = figure.find("figcaption")
     assert caption is not None and caption.text == d.caption
     assert 'role="img"' in html
+    assert repr(d).startswith(f"<Diagram {name}: ") and len(repr(d)) < 100, "plain text: short, no SVG"
 
 
 def test_save_writes_a_standalone_svg(tmp_path):

@@ -80,6 +80,10 @@ class Diagram:
     width: float
     problems: tuple[str, ...] = ()
 
+    def __repr__(self) -> str:
+        """Short, for plain-text displays (the picture itself is ``_repr_html_``)."""
+        return f"<Diagram {self.name}: {self.alt[:60]}…>"
+
     def _repr_html_(self) -> str:
         caption = html.escape(self.caption)
         return (
