@@ -23,18 +23,28 @@ def balanced_with_torch(labels, seed):
     g = torch.Generator().manual_seed(seed)
     labels_t = torch.tensor(labels)
     n = min(int((labels_t == c).sum()) for c in labels_t.unique())
-    keep = [torch.nonzero(labels_t == c).flatten()[torch.randperm(int((labels_t == c).sum()), generator=g)[:n]]
-            for c in labels_t.unique()]
+    keep = [
+        torch.nonzero(labels_t == c).flatten()[torch.randperm(int((labels_t == c).sum()), generator=g)[:n]]
+        for c in labels_t.unique()
+    ]
     return torch.cat(keep).sort().values  # a tensor of indices is accepted too
 
 
-def pool_last(hidden, mask):
-    return hidden[torch.arange(hidden.shape[0]), mask.sum(dim=1) - 1]
+def pool(hidden, mask, how):
+    if how == "mean":
+        weights = mask.unsqueeze(-1).to(hidden.dtype)
+        return (hidden * weights).sum(dim=1) / weights.sum(dim=1)
+    positions = torch.arange(mask.shape[1]).expand_as(mask)
+    last = torch.where(mask, positions, -1).argmax(dim=1)
+    return hidden[torch.arange(hidden.shape[0]), last]
 
 
-def pool_last_gather(hidden, mask):
-    index = (mask.sum(1) - 1)[:, None, None].expand(-1, 1, hidden.shape[-1])
-    return hidden.gather(1, index).squeeze(1)
+def pool_with_loops(hidden, mask, how):
+    rows = []
+    for h, m in zip(hidden, mask):
+        real = h[m]
+        rows.append(real.mean(dim=0) if how == "mean" else real[-1])
+    return torch.stack(rows)
 
 
 def confusion_from_logits(logits, labels):
@@ -49,17 +59,36 @@ def confusion_bincount(logits, labels):
     return torch.bincount(labels * k + logits.argmax(-1), minlength=k * k).view(k, k).float()
 
 
-def freeze_all_but_head(model):
+def freeze_last_blocks(model, k):
     model.requires_grad_(False)
     model.head.requires_grad_(True)
+    if k > 0:
+        model.gpt.ln_f.requires_grad_(True)
+        for block in model.gpt.h[-k:]:
+            block.requires_grad_(True)
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def freeze_by_name(model, k):
+    n = len(model.gpt.h)
+    learn = ("head.",) + (("gpt.ln_f.",) + tuple(f"gpt.h.{i}." for i in range(n - k, n)) if k else ())
+    count = 0
+    for name, p in model.named_parameters():
+        p.requires_grad = name.startswith(learn)
+        count += p.numel() if p.requires_grad else 0
+    return count
+
+
+def choose_settings():
+    return {"blocks": 1, "lr": 3e-3}
 
 
 CORRECT = {
     "classification.balanced_indices": [balanced_indices, balanced_with_torch],
-    "classification.last_token_pool": [pool_last, pool_last_gather],
+    "classification.pool": [pool, pool_with_loops],
     "classification.confusion_from_logits": [confusion_from_logits, confusion_bincount],
-    "classification.freeze_all_but_head": [freeze_all_but_head],
+    "classification.freeze_last_blocks": [freeze_last_blocks, freeze_by_name],
+    "classification.choose_blocks_and_lr": [choose_settings, lambda: {"blocks": 3, "lr": 5e-3}],
 }
 
 
@@ -92,10 +121,24 @@ def _unsorted(labels, seed):
     return [i for y in sorted(by_class) for i in rng.sample(by_class[y], n)]
 
 
-def _pool_in_place(h, m):
-    out = h[torch.arange(h.shape[0]), m.sum(1) - 1].clone()
+def _pool_in_place(h, m, how):
+    out = pool(h, m, how).clone()
     h.zero_()
     return out
+
+
+def _right_padding_only(h, m, how):
+    if how == "mean":
+        return pool(h, m, how)
+    return h[torch.arange(h.shape[0]), m.sum(1) - 1]
+
+
+def _mean_over_everything(h, m, how):
+    return h.mean(dim=1) if how == "mean" else pool(h, m, how)
+
+
+def _mean_over_t(h, m, how):
+    return (h * m[..., None]).sum(1) / h.shape[1] if how == "mean" else pool(h, m, how)
 
 
 def _shape_from_labels(logits, labels):
@@ -107,31 +150,52 @@ def _shape_from_labels(logits, labels):
     return out
 
 
-def _gpt_only(model):
-    for p in model.gpt.h.parameters():
-        p.requires_grad_(False)
+def _first_k(model, k):
+    model.requires_grad_(False)
+    model.head.requires_grad_(True)
+    if k:
+        model.gpt.ln_f.requires_grad_(True)
+        for block in model.gpt.h[:k]:
+            block.requires_grad_(True)
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-def _no_reenable(model):
+def _minus_zero(model, k):
+    model.requires_grad_(False)
+    for module in (model.head, model.gpt.ln_f, *model.gpt.h[-k:]):
+        module.requires_grad_(True)
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def _no_ln_f(model, k):
+    freeze_last_blocks(model, k)
+    model.gpt.ln_f.requires_grad_(False)
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def _head_not_reenabled(model, k):
     for p in model.gpt.parameters():
         p.requires_grad_(False)
-    return sum(p.numel() for p in model.head.parameters())
+    if k:
+        model.gpt.ln_f.requires_grad_(True)
+        for block in model.gpt.h[-k:]:
+            block.requires_grad_(True)
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-def _count_tensors(model):
-    freeze_all_but_head(model)
+def _count_tensors(model, k):
+    freeze_last_blocks(model, k)
     return sum(1 for p in model.parameters() if p.requires_grad)
 
 
-def _count_all(model):
-    freeze_all_but_head(model)
+def _count_all(model, k):
+    freeze_last_blocks(model, k)
     return sum(p.numel() for p in model.parameters())
 
 
-def _reinit(model):
+def _reinit(model, k):
     torch.nn.init.zeros_(model.head.weight)
-    return freeze_all_but_head(model)
+    return freeze_last_blocks(model, k)
 
 
 MISTAKES = {
@@ -145,15 +209,14 @@ MISTAKES = {
         (lambda labels, seed: [labels.index(min(labels))] * 2, "more than once"),
         (lambda labels, seed: [len(labels)], "has only"),
     ],
-    "classification.last_token_pool": [
-        (lambda h, m: h[:, -1], "hidden[:, -1]"),
-        (lambda h, m: h[:, 0], "first position"),
-        (lambda h, m: (h * m[..., None]).sum(1) / m.sum(1, keepdim=True), "mean pooling"),
-        (lambda h, m: h[torch.arange(h.shape[0]), m.sum(1) - 2], "off by one"),
-        (lambda h, m: h[torch.arange(h.shape[0]), m.sum(1) - 1][:, None], "drop the time dimension"),
-        (lambda h, m: h[torch.arange(h.shape[0]), m.sum(1) - 1].tolist(), "torch.Tensor"),
-        # one past the last real token: the first batch has a full row, so this indexes past its end
-        (lambda h, m: h[torch.arange(h.shape[0]), m.sum(1)], "IndexError"),
+    "classification.pool": [
+        (_right_padding_only, ("left-padded", "mask.sum(dim=1) - 1", "expected")),
+        (lambda h, m, how: h[:, -1] if how == "last" else pool(h, m, how), "hidden[:, -1]"),
+        (_mean_over_everything, "padding included"),
+        (_mean_over_t, "divided by the full length T"),
+        (lambda h, m, how: pool(h, m, "mean" if how == "last" else "last"), "how='last' asks"),
+        (lambda h, m, how: pool(h, m, how)[:, None], "drop the time dimension"),
+        (lambda h, m, how: pool(h, m, how).tolist(), "torch.Tensor"),
         (_pool_in_place, "in place"),
     ],
     "classification.confusion_from_logits": [
@@ -164,13 +227,23 @@ MISTAKES = {
         (lambda lo, la: confusion_from_logits(lo, la).tolist(), "torch.Tensor"),
         (_shape_from_labels, "not from the largest label"),
     ],
-    "classification.freeze_all_but_head": [
-        (_gpt_only, "embeddings"),
-        (_no_reenable, "even if it was frozen"),
-        (lambda m: m.gpt.requires_grad_(False) and m.head.requires_grad_(False) and 0, "nothing is trainable"),
+    "classification.freeze_last_blocks": [
+        (_minus_zero, ("k=0", "h[-0:]")),
+        (_first_k, "first k blocks"),
+        (_no_ln_f, "final layer norm"),
+        (_head_not_reenabled, "even if it was frozen"),
         (_count_tensors, "p.numel()"),
         (_count_all, "counted every parameter"),
-        (lambda m: float(freeze_all_but_head(m)), "int"),
+        (lambda m, k: float(freeze_last_blocks(m, k)), "int"),
         (_reinit, "changed the values"),
+    ],
+    "classification.choose_blocks_and_lr": [
+        (lambda: {"blocks": 0, "lr": 3e-3}, ("blocks = 0", "let the last block learn", "target")),
+        (lambda: {"blocks": 1, "lr": 1e-5}, "too small"),
+        (lambda: {"blocks": 2, "lr": 1e-2}, ("seed 2", "get stuck")),
+        (lambda: {"blocks": 1, "lr": 0.3}, "too large"),
+        (lambda: {"blocks": 5, "lr": 1e-3}, "from 0 to 3"),
+        (lambda: (1, 1e-3), "exactly the keys"),
+        (lambda: {"blocks": 1, "lr": "3e-3"}, "positive number"),
     ],
 }
