@@ -15,6 +15,8 @@ from llmbook.diagrams import Canvas, text_width
 
 ROOT = Path(__file__).resolve().parents[1]
 CHAPTERS = sorted((ROOT / "chapters").glob("[0-9][0-9]_*.ipynb"))
+# chapters 1-12 each have at least one diagram (issue 14); later chapters may add theirs
+ILLUSTRATED = [p for p in CHAPTERS if 1 <= int(p.name[:2]) <= 12]
 SVG = "{http://www.w3.org/2000/svg}"
 CALL = re.compile(r"\bdiagrams\.([A-Za-z_]\w*)\(")
 
@@ -35,10 +37,10 @@ def referenced() -> dict[str, list[str]]:
 
 
 def test_there_are_twelve_chapters_to_illustrate():
-    assert [p.name[:2] for p in CHAPTERS] == [f"{n:02d}" for n in range(1, 13)]
+    assert [p.name[:2] for p in ILLUSTRATED] == [f"{n:02d}" for n in range(1, 13)]
 
 
-@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", ILLUSTRATED, ids=lambda p: p.name)
 def test_every_chapter_draws_a_diagram_in_a_remove_input_cell(path):
     cells = diagram_cells(path)
     assert cells, f"{path.name} draws no diagram (diagrams.NAME() in a code cell)"

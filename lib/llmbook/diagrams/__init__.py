@@ -16,7 +16,7 @@ dependency: importing this package draws nothing.
 """
 
 from llmbook.diagrams.canvas import Canvas, Diagram, text_width
-from llmbook.diagrams.details import kv_cache, masked_vs_causal, prompt_masking
+from llmbook.diagrams.details import heads_split_merge, kv_cache, masked_vs_causal, prompt_masking, skip_gram
 from llmbook.diagrams.models import (
     attention_qkv,
     autoencoder,
@@ -38,9 +38,11 @@ from llmbook.diagrams.pipelines import (
 ALL = {
     "llm_stages": llm_stages,
     "autoencoder": autoencoder,
+    "skip_gram": skip_gram,
     "tokens_to_embeddings": tokens_to_embeddings,
     "rnn_unrolled": rnn_unrolled,
     "attention_qkv": attention_qkv,
+    "heads_split_merge": heads_split_merge,
     "encoder_decoder": encoder_decoder,
     "masked_vs_causal": masked_vs_causal,
     "gpt_block": gpt_block,

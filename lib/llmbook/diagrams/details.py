@@ -163,3 +163,100 @@ def prompt_masking() -> Diagram:
             "stopping), never on repeating the prompt or on padding."
         ),
     )
+
+
+def skip_gram() -> Diagram:
+    """Chapter 2: skip-gram with negative sampling for the center word "king", window 2."""
+    words = ["the", "old", "king", "sat", "upon", "his", "throne"]
+    c = Canvas("skip_gram", 760, 370)
+    c.group(22, 8, 506, 78, "window of 2 on each side", size=11)
+    for i, word in enumerate(words):
+        kind = "stream" if word == "king" else ("attn" if 0 <= i <= 4 else "plain")
+        c.box(30 + i * 100, 40, 90, 36, word, kind=kind, size=14, bold=word == "king")
+    v = c.box(130, 120, 170, 40, "v_king: center vector", kind="stream", size=12)
+    c.arrow(275, 76, 275, v.y)
+    columns = [
+        ("u_sat: context\n(a real neighbour)", "u_sat · v_king\nσ → 1", "attn"),
+        ("u_ship: noise\n(a random word)", "u_ship · v_king\nσ → 0", "frozen"),
+        ("u_bread: noise\n(a random word)", "u_bread · v_king\nσ → 0", "frozen"),
+    ]
+    for k, (source, score, kind) in enumerate(columns):
+        x = 340 + k * 140
+        u = c.box(x, 120, 134, 44, source, kind=kind, size=12)
+        pair = c.box(x, 220, 134, 50, score, kind=kind, size=12, mono=True)
+        c.arrow(u.cx + 25, u.bottom, u.cx + 25, pair.y)
+        c.arrow(pair.cx - 25, 300, pair.cx - 25, pair.bottom)
+    c.line([(375, 76), (375, 96), (405, 96), (405, 120)])
+    c.line([(v.cx, v.bottom), (v.cx, 300), (340 + 2 * 140 + 134 / 2 - 25, 300)], head=False)
+    c.text(380, 330, "loss = −log σ(u_sat · v_king) − Σ log σ(−u_noise · v_king)", size=13, mono=True)
+    c.text(380, 354, "one pair and K = 2 noise words; the v vectors are the embeddings we keep", size=12, colour=MUTED)
+    return c.finish(
+        alt=(
+            "Skip-gram with negative sampling. In 'the old king sat upon his throne' the center word "
+            "king has the context words the, old, sat and upon within a window of 2. The center "
+            "vector v_king is scored by a dot product against the context vector of a real "
+            "neighbour, u_sat, which should give a sigmoid near 1, and against the context vectors "
+            "of random noise words, which should give near 0; the loss adds the negative log "
+            "sigmoids."
+        ),
+        caption=(
+            "Skip-gram with negative sampling: is this a real (center, context) pair or a fake "
+            "one? Words that keep the same company end up with similar vectors."
+        ),
+    )
+
+
+HEAD_FILLS = ["#9fbbe3", "#b9e0c5", "#f5d49a"]
+
+
+def heads_split_merge(n_head: int = 3, head_dim: int = 4, n_tokens: int = 4) -> Diagram:
+    """Chapter 5: one Linear for q, k, v; reshape into heads; attention per head; merge back."""
+    if not (2 <= n_head <= 3 and 2 <= head_dim <= 4 and 2 <= n_tokens <= 4):
+        raise ValueError("the picture fits 2-3 heads of 2-4 dimensions and 2-4 tokens")
+    d = n_head * head_dim
+    c = Canvas("heads_split_merge", 760, 340)
+    x = c.box(20, 14, 150, 36, "x: (B, T, C)", kind="data", size=13)
+    qkv = c.box(200, 14, 200, 36, "qkv: Linear C → 3·C", size=13)
+    split = c.box(430, 14, 170, 36, "split: q, k, v", size=13)
+    c.arrow(x.right, x.cy, qkv.x, qkv.cy)
+    c.arrow(qkv.right, qkv.cy, split.x, split.cy)
+    c.text(680, 32, f"C = {d}\nn_head = {n_head}", size=12, colour=LINE)
+    cell = 12
+    full = [[(HEAD_FILLS[j // head_dim], "") for j in range(d)] for _ in range(n_tokens)]
+    q = c.grid(20, 140, full, cell=cell)
+    c.line([(split.cx, split.bottom), (split.cx, 70), (q.cx, 70), (q.cx, q.y)])
+    c.text(q.cx, q.bottom + 16, "q (k, v alike)", size=12, colour=LINE)
+    heads, outs = [], []
+    for h in range(n_head):
+        one = [[(HEAD_FILLS[h], "")] * head_dim for _ in range(n_tokens)]
+        y = 104 + h * 64
+        heads.append(c.grid(250, y, one, cell=cell))
+        outs.append(c.grid(470, y, one, cell=cell))
+        c.text(250 + head_dim * cell + 8, y + n_tokens * cell / 2, f"head {h}", size=11, anchor="start", colour=MUTED)
+        c.arrow(q.right, q.cy, 250, y + n_tokens * cell / 2)
+        c.arrow(250 + head_dim * cell + 56, y + n_tokens * cell / 2, 470, y + n_tokens * cell / 2)
+    merged = c.grid(600, 140, full, cell=cell)
+    for h, o in enumerate(outs):
+        c.arrow(o.right, o.cy, merged.x, merged.y + merged.h * (h + 1) / (n_head + 1))
+    c.text(200, 92, "view + transpose", size=11, colour=MUTED)
+    c.text(405, 92, "attention, every head at once", size=11, colour=MUTED)
+    c.text(560, 92, "transpose + view", size=11, colour=MUTED)
+    c.text(merged.cx, merged.bottom + 16, "heads side by side", size=11, colour=MUTED)
+    proj = c.box(600, 240, merged.w, 40, "out_proj: C → C", size=12)
+    c.arrow(merged.cx, merged.bottom + 28, merged.cx, proj.y)
+    for cx, text in [(q.cx, "(B, T, C)"), (274, "(B, n_head, T, head_dim)"), (494, "(B, n_head, T, head_dim)")]:
+        c.text(cx, 318, text, size=12, mono=True)
+    c.text(proj.cx, 318, "(B, T, C)", size=12, mono=True)
+    return c.finish(
+        alt=(
+            f"Multi-head attention with C = {d} and {n_head} heads of {head_dim} dimensions. One "
+            "linear layer qkv makes queries, keys and values for all heads; split gives q, k and v, "
+            "each (B, T, C). A view and a transpose cut q (and k, v) into heads, shape (B, n_head, T, "
+            "head_dim); attention runs on every head at once; a transpose and a view put the heads' "
+            "outputs side by side again, (B, T, C), and out_proj mixes them."
+        ),
+        caption=(
+            "Many heads for the price of one: cut the columns into heads with a reshape, attend in "
+            "each head separately, put the heads back side by side."
+        ),
+    )
