@@ -1,27 +1,41 @@
 """Checks for chapter 6, "The transformer: encoder, decoder, and the half that GPT kept".
 
-Four functions carry the chapter's ideas: the sinusoidal positional encoding of
-Vaswani et al. (2017), layer norm written from its formula, the decoder's
-self-attention mask (causal and padding together), and multi-head cross-attention,
-where the decoder's queries read the encoder's keys and values. Each check compares
-the learner's function with a reference on ordinary and edge-case inputs and, when they
-differ, names the input, shows what was expected and what came back, and recognises the
-usual mistakes (sin and cos swapped, the unbiased variance, a mask that is upside down,
-keys taken from the wrong sequence, ...) to say which one it is.
+Four exercises build what the chapter explained but did not write. The linear map that
+moves a sinusoidal positional encoding k places along (the reason, in Vaswani et al.
+(2017), that relative positions are easy to attend to) is a block-diagonal matrix of
+rotations. The decoder's self-attention mask joins the causal and the padding rules.
+Multi-head cross-attention takes its queries from the decoder and its keys and values
+from the encoder. The experiment hands the check the settings of a one-block encoder
+(which positional encoding, which mask, width, heads, learning rate) that must learn to
+reverse a sequence; the check trains it on two seeds and measures held-out accuracy.
+
+Each check compares the learner's answer with a reference on ordinary and edge-case
+inputs and, when they differ, names the input, shows what was expected and what came
+back, and recognises the usual mistakes (a rotation that turns backwards, one speed for
+every pair, a mask upside down, keys taken from the wrong sequence, an encoder blind to
+order or to the future) to say which one it is.
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
-from collections.abc import Callable, Iterator
-from functools import partial
+import numbers
+from collections.abc import Callable
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
-from llmbook.exercises.compare import first_row, known_mistake, same, tensor_answer, unchanged
-from llmbook.exercises.core import CheckFailed, call, mismatch, register
+from llmbook.exercises.compare import (
+    first_row,
+    first_rows,
+    is_int,
+    known_mistake,
+    same,
+    tensor_answer,
+    unchanged,
+)
+from llmbook.exercises.core import CheckFailed, call, describe, mismatch, register
 
 CHAPTER = "06"
 ATOL = 1e-4  # these references are computed in float64, the answers usually in float32
@@ -31,214 +45,122 @@ def _as_tensor(value: Any, label: str) -> torch.Tensor:
     """The learner's result as a tensor (NumPy arrays are accepted), or a clear failure."""
     if type(value).__module__ == "numpy":
         value = torch.as_tensor(value)
-    return tensor_answer(value, label, hint="build the result with torch operations and "
-                                            "`return` it.")
+    return tensor_answer(value, label, hint="build the result with torch operations and `return` it.")
 
 
-# --------------------------------------------------------------------------- positional encoding
+# --------------------------------------------------------------------------- position shift
 
 
-def reference_sinusoidal(n_positions: int, d_model: int, *, swap: bool = False, exponent: str = "2i",
-                         layout: str = "interleaved") -> torch.Tensor:
-    """The paper's encoding (and, through the keywords, its usual wrong variants), in float64."""
+def reference_sinusoidal(n_positions: int, d_model: int) -> torch.Tensor:
+    """The encoding of Vaswani et al. (2017) for an even ``d_model``, in float64: column 2i
+    holds sin(pos / 10000 ** (2i / d)), column 2i + 1 the cos of the same angle."""
     pos = torch.arange(n_positions, dtype=torch.float64).unsqueeze(1)
-    n_sin, n_cos = (d_model + 1) // 2, d_model // 2
-    pair = torch.arange(n_sin, dtype=torch.float64)
-    if exponent == "2i":
-        freq = 10000.0 ** (-(2 * pair) / d_model)
-    elif exponent == "i":
-        freq = 10000.0 ** (-pair / d_model)
-    else:  # "times": pos * 10000 ** (2i / d) instead of dividing
-        freq = 10000.0 ** ((2 * pair) / d_model)
-    angle = pos * freq
-    first, second = (torch.cos, torch.sin) if swap else (torch.sin, torch.cos)
-    if layout == "concat":
-        return torch.cat([first(angle), second(angle[:, :n_cos])], dim=1)
+    angle = pos * 10000.0 ** (-torch.arange(0, d_model, 2, dtype=torch.float64) / d_model)
     pe = torch.zeros(n_positions, d_model, dtype=torch.float64)
-    pe[:, 0::2] = first(angle)
-    pe[:, 1::2] = second(angle[:, :n_cos])
+    pe[:, 0::2] = torch.sin(angle)
+    pe[:, 1::2] = torch.cos(angle)
     return pe
 
 
-def _per_column_frequency(n_positions: int, d_model: int) -> torch.Tensor:
-    """Variant: every column j uses its own frequency 10000 ** (-j / d) (no pairs)."""
-    pos = torch.arange(n_positions, dtype=torch.float64).unsqueeze(1)
-    j = torch.arange(d_model, dtype=torch.float64)
-    angle = pos * 10000.0 ** (-(j - j % 2) / d_model)  # the right pairs...
-    wrong = pos * 10000.0 ** (-j / d_model)  # ...and what happens when the odd columns shift
-    pe = torch.where(j % 2 == 0, torch.sin(angle), torch.cos(wrong))
-    return pe
+def reference_shift(k: int, d_model: int, *, exponent: str = "2i", backwards: bool = False) -> torch.Tensor:
+    """(d_model, d_model) M with PE[pos + k] = PE[pos] @ M: a 2x2 rotation by k * omega_i
+    on every (sin, cos) pair. The keywords recompute the usual mistakes."""
+    pair = torch.arange(d_model // 2, dtype=torch.float64)
+    if exponent == "2i":
+        omega = 10000.0 ** (-2 * pair / d_model)
+    elif exponent == "i":
+        omega = 10000.0 ** (-pair / d_model)
+    else:  # "one": every pair turns at the same speed, one radian per position
+        omega = torch.ones_like(pair)
+    theta = (-k if backwards else k) * omega
+    c, s = torch.cos(theta), torch.sin(theta)
+    m = torch.zeros(d_model, d_model, dtype=torch.float64)
+    m[0::2, 0::2] = torch.diag(c)
+    m[1::2, 1::2] = torch.diag(c)
+    m[1::2, 0::2] = torch.diag(s)  # cos(x) feeds sin(x + k w) with +sin(k w)
+    m[0::2, 1::2] = torch.diag(-s)  # sin(x) feeds cos(x + k w) with -sin(k w)
+    return m
 
 
-def _pe_hint(got: torch.Tensor, n: int, d: int) -> str:
+def _shift_hint(got: torch.Tensor, k: int, d: int) -> str:
     variants = [
-        (reference_sinusoidal(n, d, swap=True),
-         "sin and cos are swapped: the even dimensions (0, 2, 4, ...) hold sin, the odd ones cos."),
-        (reference_sinusoidal(n, d, exponent="i"),
-         ("the exponent is 2i/d_model, where 2i is the even dimension (0, 2, 4, ...); you used "
-         "i/d_model with i = 0, 1, 2, ..., which makes the waves too slow.")),
-        (reference_sinusoidal(n, d, exponent="times"),
-         "divide the position by 10000 ** (2i / d_model); you multiplied by it."),
-        (reference_sinusoidal(n, d, layout="concat"),
-         ("you put all the sines first and all the cosines after them; the paper interleaves "
-         "them: column 2i is sin, column 2i + 1 is cos of the same angle. Fill pe[:, 0::2] and "
-         "pe[:, 1::2].")),
-        (_per_column_frequency(n, d),
-         ("column 2i + 1 must use the same frequency as column 2i (a sin and a cos of the same "
-         "angle make a pair); you gave the cos columns the exponent (2i + 1) / d_model.")),
+        (
+            reference_shift(k, d, backwards=True),
+            (
+                "your matrix moves the encoding k places *back*: the signs of the sines are "
+                "swapped (or the blocks transposed). With row vectors, pe @ M, the block of a pair "
+                "is [[cos kw, -sin kw], [sin kw, cos kw]]: sin(x + kw) = sin x cos kw + cos x sin "
+                "kw."
+            ),
+        ),
+        (
+            reference_shift(k, d, exponent="i"),
+            (
+                "pair i (columns 2i and 2i + 1) turns at w_i = 1 / 10000 ** (2i / d_model); you "
+                "used i / d_model in the exponent, which makes the waves too slow."
+            ),
+        ),
+        (
+            reference_shift(k, d, exponent="one"),
+            (
+                "every pair turns at its own speed: the angle of pair i is k * w_i with w_i = "
+                "1 / 10000 ** (2i / d_model), not k radians for all of them."
+            ),
+        ),
+        (
+            torch.eye(d, dtype=torch.float64),
+            "that is the identity, which moves the encoding 0 places; build the rotations.",
+        ),
     ]
-    hint = known_mistake(got, [(variant.float(), why) for variant, why in variants], atol=ATOL)
-    if hint:
-        return hint
-    if got.shape == (n, d) and d % 2 == 1:
-        even = reference_sinusoidal(n, d + 1)[:, :d]
-        if same(got, even.float(), atol=ATOL):
-            return "close, but not for odd d_model."
-    if got.shape == (n, d) and same(got[0], reference_sinusoidal(1, d)[0], atol=ATOL):
-        return (
-            "position 0 is right (sin 0 = 0, cos 0 = 1) but later positions are not: check the "
-            "angle pos / 10000 ** (2i / d_model) for each pair of columns."
-        )
-    return "PE[pos, 2i] = sin(pos / 10000 ** (2i / d_model)) and PE[pos, 2i + 1] = cos(the same angle)."
-
-
-@register(
-    "transformer.sinusoidal_encoding",
-    chapter=CHAPTER,
-    title="The sinusoidal positional encoding of 'Attention Is All You Need'",
-)
-def check_sinusoidal_encoding(fn: Any) -> str:
-    """Several sizes, including one position, a width of 2 and odd widths."""
-    for n, d in [(4, 2), (10, 8), (50, 64), (1, 6), (7, 5), (200, 16), (3, 1)]:
-        label = f"sinusoidal_encoding({n}, {d})"
-        got = _as_tensor(call(fn, n, d, label=label), label)
-        expected = reference_sinusoidal(n, d).float()
-        if got.shape == (d, n) and (n, d) != (d, n):
-            raise mismatch(f"{label} has its dimensions the wrong way round.", expected, got,
-                           "return one row per position: shape (n_positions, d_model).")
-        if got.shape != expected.shape:
-            raise mismatch(f"{label} should have shape {tuple(expected.shape)}.", expected, got,
-                           "one row per position, one column per dimension of the model.")
-        if not got.is_floating_point():
-            raise mismatch(f"{label} should hold floats.", expected, got,
-                           "create the tensor with dtype=torch.float32 (torch.arange of ints gives ints).")
-        if not same(got, expected, atol=ATOL):
-            if d % 2 == 1 and same(got[:, : d - 1], expected[:, : d - 1], atol=ATOL):
-                raise mismatch(
-                    f"{label}: the first {d - 1} columns are right, the last one is not.", expected, got,
-                    "with an odd d_model the last column (an even index, 2i = d_model - 1) is a sin "
-                    "whose cos partner does not fit; it still uses the angle pos / 10000 ** (2i / d_model).",
-                )
-            bad = (got.double() - expected.double()).abs()
-            row, col = divmod(int(bad.argmax()), d)
-            raise CheckFailed(
-                f"{label} is wrong, first at position {row}, dimension {col}: expected "
-                f"{float(expected[row, col]):.6f}, got {float(got[row, col]):.6f}.\n"
-                f"Hint: {_pe_hint(got, n, d)}"
-            )
-    return (
-        "Matches the paper's encoding for every size tried, odd widths included: even "
-        "dimensions are sines, odd ones cosines, with wavelengths from 2π up to 10000·2π."
+    hint = known_mistake(got, [(v.float(), why) for v, why in variants], atol=ATOL)
+    return hint or (
+        "M is zero outside the 2x2 blocks on the diagonal; block i holds "
+        "[[cos kw_i, -sin kw_i], [sin kw_i, cos kw_i]], w_i = 10000 ** (-2i / d)."
     )
 
 
-# --------------------------------------------------------------------------- layer norm
-
-
-def reference_layer_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float,
-                         *, unbiased: bool = False, eps_outside: bool = False,
-                         dims: tuple[int, ...] = (-1,), affine: bool = True) -> torch.Tensor:
-    x = x.double()
-    mu = x.mean(dim=dims, keepdim=True)
-    var = x.var(dim=dims, keepdim=True, unbiased=unbiased)
-    normed = (x - mu) / (var.sqrt() + eps) if eps_outside else (x - mu) / torch.sqrt(var + eps)
-    return normed * weight.double() + bias.double() if affine else normed
-
-
-@contextlib.contextmanager
-def _no_library_layer_norm() -> Iterator[None]:
-    """While the learner's function runs, the library's layer norm refuses to help."""
-    import torch.nn.functional as F
-
-    def refuse(*args: Any, **kwargs: Any) -> None:
-        raise CheckFailed(
-            "Your function called PyTorch's layer norm (nn.LayerNorm, F.layer_norm or "
-            "torch.layer_norm). The point of this exercise is to build it: compute the mean and "
-            "the variance over the last dimension yourself."
-        )
-
-    saved = F.layer_norm, torch.layer_norm
-    F.layer_norm = refuse  # type: ignore[assignment]
-    torch.layer_norm = refuse  # type: ignore[assignment]
-    try:
-        yield
-    finally:
-        F.layer_norm, torch.layer_norm = saved
-
-
-def _ln_hint(got: torch.Tensor, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, eps: float) -> str:
-    variants: list[tuple[dict[str, Any], str]] = [
-        ({"unbiased": True},
-         ("you used the unbiased variance (dividing by n - 1). torch.var and torch.std do that by "
-         "default; layer norm divides by n: pass unbiased=False (or correction=0), or use "
-         "((x - mean) ** 2).mean(dim=-1, keepdim=True).")),
-        ({"eps_outside": True},
-         "eps goes inside the square root: (x - mean) / sqrt(var + eps), not (x - mean) / (std + eps)."),
-        ({"unbiased": True, "eps_outside": True},
-         ("two things: use the biased variance (divide by n, not n - 1), and put eps inside the "
-         "square root, sqrt(var + eps).")),
-        ({"affine": False}, "you forgot the learned gain and bias: multiply by weight, then add bias."),
-        ({"dims": tuple(range(x.dim()))},
-         ("you normalised over the whole tensor; layer norm normalises each vector (each token) "
-         "on its own, over the last dimension only: mean(dim=-1, keepdim=True).")),
-        ({"dims": (0,)},
-         ("you normalised over the first dimension (across the batch, like batch norm); layer "
-         "norm normalises over the last dimension: mean(dim=-1, keepdim=True).")),
-    ]
-    mistakes = [(partial(reference_layer_norm, **kwargs), why) for kwargs, why in variants]
-    return known_mistake(got, mistakes, x, w, b, eps, atol=ATOL) or (
-        "LN(x) = weight * (x - mean) / sqrt(var + eps) + bias, with mean and var over the last "
-        "dimension.")
-
-
 @register(
-    "transformer.layer_norm",
+    "transformer.position_shift",
     chapter=CHAPTER,
-    title="Layer norm from its formula",
+    kind="build",
+    title="The matrix that moves a sinusoidal encoding k positions along",
 )
-def check_layer_norm(fn: Any) -> str:
-    """Random inputs of several shapes, a large eps, a constant vector, no library help."""
-    gen = torch.Generator().manual_seed(6)
-    cases = [((4, 8), 1e-5), ((2, 3, 16), 1e-5), ((5, 6), 1.0), ((1, 1, 64), 1e-5), ((3, 2), 0.1)]
-    for shape, eps in cases:
-        x = 3 * torch.randn(shape, generator=gen) + 2
-        w = torch.randn(shape[-1], generator=gen)
-        b = torch.randn(shape[-1], generator=gen)
-        if shape == (1, 1, 64):
-            x = torch.full(shape, 7.0)  # a constant vector: variance 0, eps saves the division
-        label = f"layer_norm(x of shape {shape}, weight, bias, eps={eps:g})"
-        copies = (x.clone(), w.clone(), b.clone())
-        with _no_library_layer_norm():
-            got = call(fn, x, w, b, eps, label=label)
-        got = _as_tensor(got, label)
-        unchanged(label, (x, w, b), copies, ("x", "weight", "bias"))
-        expected = reference_layer_norm(x, w, b, eps).float()
+def check_position_shift(fn: Any) -> str:
+    """Shifts of 0 to 100 places, backwards too, widths 2 to 64; the matrix is unique."""
+    for k, d in [(1, 4), (3, 8), (0, 6), (-2, 16), (10, 64), (100, 32), (7, 2)]:
+        label = f"position_shift({k}, {d})"
+        got = _as_tensor(call(fn, k, d, label=label), label)
+        expected = reference_shift(k, d).float()
         if got.shape != expected.shape:
-            raise mismatch(f"{label} should have the same shape as x.", expected, got,
-                           "use keepdim=True in mean and var, so that x - mean broadcasts.")
-        if not torch.isfinite(got).all():
-            raise mismatch(f"{label} returned nan or inf.", expected, got,
-                           "a constant vector has variance 0: eps inside the square root keeps the "
-                           "division finite, sqrt(var + eps).")
+            raise mismatch(
+                f"{label} should have shape ({d}, {d}): it maps one encoding vector (a row of {d} numbers) to another.",
+                expected,
+                got,
+            )
+        if not got.is_floating_point():
+            raise mismatch(
+                f"{label} should hold floats.",
+                expected,
+                got,
+                "cos and sin give floats; build the matrix with torch.zeros.",
+            )
         if not same(got, expected, atol=ATOL):
-            raise CheckFailed(
-                f"{label} is wrong.\n  expected (first row): {first_row(expected, 6)}\n"
-                f"  got      (first row): {first_row(got, 6)}\n"
-                f"Hint: {_ln_hint(got, x, w, b, eps)}"
+            pe = reference_sinusoidal(max(k, 0) + 12, d)
+            p = 5 if k >= 0 else 11
+            moved = (pe[p] @ got.double()).float()
+            r, c = divmod(int((got.double() - expected.double()).abs().argmax()), d)
+            raise mismatch(
+                f"{label} is wrong, most at M[{r}, {c}] (expected {float(expected[r, c]):.4f}"
+                f", got {float(got[r, c]):.4f}): PE[{p}] @ M should be PE[{p + k}] (first "
+                f"numbers shown), and M's first rows are shown below.",
+                first_row(pe[p + k], 6),
+                first_row(moved, 6),
+                f"{_shift_hint(got, k, d)}\n  expected M[:2, :4]: "
+                f"{first_rows(expected, 2, 4)}\n  got      M[:2, :4]: {first_rows(got, 2, 4)}",
             )
     return (
-        "Matches layer norm on every shape tried: biased variance over the last dimension, eps "
-        "inside the square root (a constant vector comes out as the bias), then gain and bias."
+        "PE[pos] @ position_shift(k, d) = PE[pos + k] for shifts of -2 to 100 places: "
+        "each (sin, cos) pair turns by k times its own frequency, whatever pos is."
     )
 
 
@@ -259,29 +181,53 @@ def _mask_hint(got: torch.Tensor, ids: torch.Tensor, pad_id: int) -> str:
     real_keys = (ids != pad_id)[:, None, None, :].expand_as(ref)
     real_queries = (ids != pad_id)[:, None, :, None].expand_as(ref)
     variants = [
-        (~ref, ("your mask is upside down: True must mean 'may look' (the convention of "
-               "F.scaled_dot_product_attention's boolean masks and of this course).")),
-        (causal, ("you built the causal part only; padding keys must also be hidden: combine it "
-                 "with (ids != pad_id) using &.")),
-        (real_keys, ("you built the padding part only; the decoder must also never look ahead: "
-                    "combine it with the causal (lower-triangular) mask using &.")),
-        (causal.transpose(-1, -2) & real_keys,
-         ("your triangle points the wrong way: query i may look at keys j <= i (torch.tril), "
-         "not j >= i.")),
-        (torch.ones(T, T, dtype=torch.bool).tril(-1).expand_as(ref) & real_keys,
-         "a position may look at itself: use torch.tril(...) with the diagonal, not tril(..., -1)."),
-        (causal & real_queries,
-         ("you hid padding *queries* (rows) instead of padding *keys* (columns): the padding mask "
-         "has shape (B, 1, 1, T) so that it broadcasts over the query dimension.")),
+        (
+            ~ref,
+            (
+                "your mask is upside down: True must mean 'may look' (the convention of "
+                "F.scaled_dot_product_attention's boolean masks and of this course)."
+            ),
+        ),
+        (
+            causal,
+            (
+                "you built the causal part only; padding keys must also be hidden: combine it "
+                "with (ids != pad_id) using &."
+            ),
+        ),
+        (
+            real_keys,
+            (
+                "you built the padding part only; the decoder must also never look ahead: "
+                "combine it with the causal (lower-triangular) mask using &."
+            ),
+        ),
+        (
+            causal.transpose(-1, -2) & real_keys,
+            ("your triangle points the wrong way: query i may look at keys j <= i (torch.tril), not j >= i."),
+        ),
+        (
+            torch.ones(T, T, dtype=torch.bool).tril(-1).expand_as(ref) & real_keys,
+            "a position may look at itself: use torch.tril(...) with the diagonal, not tril(..., -1).",
+        ),
+        (
+            causal & real_queries,
+            (
+                "you hid padding *queries* (rows) instead of padding *keys* (columns): the padding mask "
+                "has shape (B, 1, 1, T) so that it broadcasts over the query dimension."
+            ),
+        ),
         (causal | real_keys, "combine the two masks with & (both must allow a look), not |."),
     ]
     return known_mistake(got.bool(), variants) or (
-        "mask[b, 0, i, j] is True exactly when j <= i and ids[b, j] != pad_id.")
+        "mask[b, 0, i, j] is True exactly when j <= i and ids[b, j] != pad_id."
+    )
 
 
 @register(
     "transformer.decoder_mask",
     chapter=CHAPTER,
+    kind="build",
     title="The decoder's self-attention mask: causal and padding together",
 )
 def check_decoder_mask(fn: Any) -> str:
@@ -310,10 +256,18 @@ def check_decoder_mask(fn: Any) -> str:
             raise mismatch(f"{label} should have shape {tuple(expected.shape)}.", expected, got, hint)
         if got.dtype != torch.bool:
             if torch.equal(got.bool(), expected) and not got.is_floating_point():
-                raise mismatch(f"{label} should be a boolean tensor.", expected, got,
-                               "the values are right; return a bool tensor (comparisons and & give one).")
-            raise mismatch(f"{label} should be a boolean tensor (True = may look).", expected, got,
-                           "an additive float mask with -inf is another convention; here, return booleans.")
+                raise mismatch(
+                    f"{label} should be a boolean tensor.",
+                    expected,
+                    got,
+                    "the values are right; return a bool tensor (comparisons and & give one).",
+                )
+            raise mismatch(
+                f"{label} should be a boolean tensor (True = may look).",
+                expected,
+                got,
+                "an additive float mask with -inf is another convention; here, return booleans.",
+            )
         if not torch.equal(got, expected):
             raise mismatch(f"{label} is wrong.", expected, got, _mask_hint(got, ids, pad_id))
     return (
@@ -325,10 +279,20 @@ def check_decoder_mask(fn: Any) -> str:
 # --------------------------------------------------------------------------- cross-attention
 
 
-def reference_cross_attention(x: torch.Tensor, memory: torch.Tensor, w_q: torch.Tensor, w_k: torch.Tensor,
-                              w_v: torch.Tensor, w_o: torch.Tensor, n_head: int,
-                              memory_mask: torch.Tensor | None, *, scale: str = "head",
-                              softmax_dim: int = -1, project_out: bool = True) -> torch.Tensor:
+def reference_cross_attention(
+    x: torch.Tensor,
+    memory: torch.Tensor,
+    w_q: torch.Tensor,
+    w_k: torch.Tensor,
+    w_v: torch.Tensor,
+    w_o: torch.Tensor,
+    n_head: int,
+    memory_mask: torch.Tensor | None,
+    *,
+    scale: str = "head",
+    softmax_dim: int = -1,
+    project_out: bool = True,
+) -> torch.Tensor:
     """Multi-head attention with queries from x and keys/values from memory, in float64."""
     x, memory = x.double(), memory.double()
     w_q, w_k, w_v, w_o = (w.double() for w in (w_q, w_k, w_v, w_o))
@@ -356,31 +320,55 @@ def _xattn_hint(got: torch.Tensor, args: tuple) -> str:
     x, memory, w_q, w_k, w_v, w_o, n_head, mask = args
     ref = reference_cross_attention
     variants: list[tuple[Callable[[], torch.Tensor], str]] = [
-        (lambda: ref(x, memory, w_q, w_k, w_v, w_o, n_head, None),
-         ("the memory_mask was ignored: scores of keys where the mask is False must become -inf "
-         "before the softmax (scores.masked_fill(~memory_mask, float('-inf'))).")),
-        (lambda: ref(x, memory, w_q, w_k, w_v, w_o, n_head, None if mask is None else ~mask),
-         "the mask is used upside down: True means 'may look', so fill -inf where the mask is False."),
-        (lambda: ref(x, memory, w_q, w_k, w_v, w_o, n_head, mask, scale="model"),
-         "divide the scores by sqrt(head_dim) = sqrt(d_model / n_head), not by sqrt(d_model)."),
-        (lambda: ref(x, memory, w_q, w_k, w_v, w_o, n_head, mask, scale="none"),
-         "you forgot to scale the scores: divide q @ k^T by sqrt(head_dim)."),
-        (lambda: ref(x, memory, w_q, w_k, w_v, w_o, n_head, mask, project_out=False),
-         "you forgot the output projection: after merging the heads, multiply by w_o."),
-        (lambda: ref(x, memory, w_q, w_k, w_v, w_o, 1, mask),
-         ("you computed a single head: split q, k and v into n_head heads of d_model // n_head "
-         "features, attend in each head separately, then merge them back.")),
+        (
+            lambda: ref(x, memory, w_q, w_k, w_v, w_o, n_head, None),
+            (
+                "the memory_mask was ignored: scores of keys where the mask is False must become -inf "
+                "before the softmax (scores.masked_fill(~memory_mask, float('-inf')))."
+            ),
+        ),
+        (
+            lambda: ref(x, memory, w_q, w_k, w_v, w_o, n_head, None if mask is None else ~mask),
+            "the mask is used upside down: True means 'may look', so fill -inf where the mask is False.",
+        ),
+        (
+            lambda: ref(x, memory, w_q, w_k, w_v, w_o, n_head, mask, scale="model"),
+            "divide the scores by sqrt(head_dim) = sqrt(d_model / n_head), not by sqrt(d_model).",
+        ),
+        (
+            lambda: ref(x, memory, w_q, w_k, w_v, w_o, n_head, mask, scale="none"),
+            "you forgot to scale the scores: divide q @ k^T by sqrt(head_dim).",
+        ),
+        (
+            lambda: ref(x, memory, w_q, w_k, w_v, w_o, n_head, mask, project_out=False),
+            "you forgot the output projection: after merging the heads, multiply by w_o.",
+        ),
+        (
+            lambda: ref(x, memory, w_q, w_k, w_v, w_o, 1, mask),
+            (
+                "you computed a single head: split q, k and v into n_head heads of d_model // n_head "
+                "features, attend in each head separately, then merge them back."
+            ),
+        ),
     ]
     if x.shape == memory.shape:
-        variants.insert(0, (
-            lambda: ref(x, x, w_q, w_k, w_v, w_o, n_head, mask),
-            ("you took the keys and values from x; in cross-attention only the queries come from "
-            "x (the decoder), the keys and values come from memory (the encoder's output)."),
-        ))
-        variants.insert(1, (
-            lambda: ref(memory, x, w_q, w_k, w_v, w_o, n_head, mask),
-            "x and memory are swapped: queries come from x, keys and values from memory.",
-        ))
+        variants.insert(
+            0,
+            (
+                lambda: ref(x, x, w_q, w_k, w_v, w_o, n_head, mask),
+                (
+                    "you took the keys and values from x; in cross-attention only the queries come from "
+                    "x (the decoder), the keys and values come from memory (the encoder's output)."
+                ),
+            ),
+        )
+        variants.insert(
+            1,
+            (
+                lambda: ref(memory, x, w_q, w_k, w_v, w_o, n_head, mask),
+                "x and memory are swapped: queries come from x, keys and values from memory.",
+            ),
+        )
     hint = known_mistake(got, variants, atol=ATOL)
     if hint:
         return hint
@@ -390,8 +378,9 @@ def _xattn_hint(got: torch.Tensor, args: tuple) -> str:
     )
 
 
-def _xattn_case(gen: torch.Generator, B: int, Tq: int, Tk: int, d: int, n_head: int,
-                lengths: list[int] | None) -> tuple:
+def _xattn_case(
+    gen: torch.Generator, B: int, Tq: int, Tk: int, d: int, n_head: int, lengths: list[int] | None
+) -> tuple:
     x = torch.randn(B, Tq, d, generator=gen)
     memory = torch.randn(B, Tk, d, generator=gen)
     w_q, w_k, w_v, w_o = (torch.randn(d, d, generator=gen) / math.sqrt(d) for _ in range(4))
@@ -404,6 +393,7 @@ def _xattn_case(gen: torch.Generator, B: int, Tq: int, Tk: int, d: int, n_head: 
 @register(
     "transformer.cross_attention",
     chapter=CHAPTER,
+    kind="build",
     title="Multi-head cross-attention with a padding mask",
 )
 def check_cross_attention(fn: Any) -> str:
@@ -419,29 +409,37 @@ def check_cross_attention(fn: Any) -> str:
     for args in cases:
         x, memory, *_rest, n_head, mask = args
         mask_text = "None" if mask is None else f"a padding mask of shape {tuple(mask.shape)}"
-        label = (f"cross_attention(x {tuple(x.shape)}, memory {tuple(memory.shape)}, w_q, w_k, w_v, w_o, "
-                 f"n_head={n_head}, memory_mask={mask_text})")
+        label = (
+            f"cross_attention(x {tuple(x.shape)}, memory {tuple(memory.shape)}, w_q, w_k, w_v, w_o, "
+            f"n_head={n_head}, memory_mask={mask_text})"
+        )
         copies = [a.clone() if isinstance(a, torch.Tensor) else a for a in args]
         got = _as_tensor(call(fn, *args, label=label), label)
         unchanged(label, args[:6], copies[:6], ("x", "memory", "w_q", "w_k", "w_v", "w_o"))
         expected = reference_cross_attention(*args).float()
         if got.shape != expected.shape:
             if got.shape == memory.shape and memory.shape != x.shape:
-                hint = ("the output has one row per *query*, i.e. per position of x, not per "
-                        "position of memory; did you take the queries from memory?")
+                hint = (
+                    "the output has one row per *query*, i.e. per position of x, not per "
+                    "position of memory; did you take the queries from memory?"
+                )
             else:
                 hint = "the result has the shape of x: (batch, queries, d_model)."
             raise mismatch(f"{label} should have shape {tuple(expected.shape)}.", expected, got, hint)
         if not torch.isfinite(got).all():
-            hint = ("masked scores become -inf and softmax turns them into 0; a nan usually means "
-                    "a whole row of scores was masked.")
+            hint = (
+                "masked scores become -inf and softmax turns them into 0; a nan usually means "
+                "a whole row of scores was masked."
+            )
             if mask is not None:
                 w_q, w_k, w_v, w_o = args[2:6]
                 inverted = reference_cross_attention(x, memory, w_q, w_k, w_v, w_o, n_head, ~mask)
                 if torch.equal(torch.isnan(inverted), torch.isnan(got)):
-                    hint = ("the mask is used upside down: True means 'may look', so fill -inf where "
-                            "the mask is False (~memory_mask). With the mask inverted, a sequence "
-                            "without padding has every key hidden, and softmax of all -inf is nan.")
+                    hint = (
+                        "the mask is used upside down: True means 'may look', so fill -inf where "
+                        "the mask is False (~memory_mask). With the mask inverted, a sequence "
+                        "without padding has every key hidden, and softmax of all -inf is nan."
+                    )
             raise mismatch(f"{label} returned nan or inf.", expected, got, hint)
         if not same(got, expected, atol=ATOL):
             raise CheckFailed(
@@ -453,3 +451,159 @@ def check_cross_attention(fn: Any) -> str:
         "Right for every case: queries from x, keys and values from memory, n_head heads scaled "
         "by sqrt(head_dim), padding keys hidden, heads merged and projected by w_o."
     )
+
+
+# --------------------------------------------------------------------------- experiment
+
+RV_VOCAB, RV_T, RV_STEPS, RV_BATCH = 10, 10, 200, 32
+RV_TARGET, RV_WORST = 0.95, 0.9
+RV_SEEDS = (0, 1)
+RV_KEYS = ("positions", "mask", "n_embd", "n_head", "lr")
+RV_POSITIONS = ("none", "sinusoidal", "learned")
+RV_MASKS = ("none", "causal")
+
+
+def train_reverse(settings: dict[str, Any], seed: int) -> list[float]:
+    """Train the experiment's one-block encoder with ``settings`` to write its input
+    backwards, and return the held-out accuracy at each output position.
+
+    The model: token embeddings plus the chosen positional encoding (none, the sinusoidal
+    one, or learned vectors), one pre-norm block (multi-head self-attention with the
+    chosen mask, then a feed-forward network of width 4 * n_embd, each with a residual
+    connection), a final layer norm and a linear read-out at every position. Adam for
+    ``RV_STEPS`` steps on random sequences; deterministic for a seed. About 0.7 CPU
+    seconds at width 32.
+    """
+    positions, mask_kind, d, n_head, lr = (settings[k] for k in RV_KEYS)
+    V, T = RV_VOCAB, RV_T
+    gen = torch.Generator().manual_seed(seed)
+
+    def param(*shape: int, std: float) -> torch.Tensor:
+        return (std * torch.randn(*shape, generator=gen)).requires_grad_(True)
+
+    p = {
+        "wte": param(V, d, std=1.0),
+        "w_attn": param(3 * d, d, std=d**-0.5),
+        "w_proj": param(d, d, std=d**-0.5),
+        "w_up": param(4 * d, d, std=d**-0.5),
+        "w_down": param(d, 4 * d, std=(4 * d) ** -0.5),
+        "w_out": param(V, d, std=d**-0.5),
+    }
+    if positions == "learned":
+        p["wpe"] = param(T, d, std=1.0)
+    fixed = reference_sinusoidal(T, d).float() if positions == "sinusoidal" else torch.zeros(T, d)
+    mask = torch.ones(T, T, dtype=torch.bool)
+    if mask_kind == "causal":
+        mask = mask.tril()
+    hd = d // n_head
+
+    def forward(x: torch.Tensor) -> torch.Tensor:  # (B, T) ids -> (B, T, V) logits
+        B = x.shape[0]
+        h = p["wte"][x] + (p["wpe"] if positions == "learned" else fixed)
+        q, k, v = (F.layer_norm(h, (d,)) @ p["w_attn"].T).split(d, dim=-1)
+        q, k, v = (z.view(B, T, n_head, hd).transpose(1, 2) for z in (q, k, v))
+        scores = (q @ k.transpose(-2, -1) / math.sqrt(hd)).masked_fill(~mask, float("-inf"))
+        y = (torch.softmax(scores, dim=-1) @ v).transpose(1, 2).reshape(B, T, d)
+        h = h + y @ p["w_proj"].T
+        h = h + F.gelu(F.layer_norm(h, (d,)) @ p["w_up"].T) @ p["w_down"].T
+        return F.layer_norm(h, (d,)) @ p["w_out"].T
+
+    optimizer = torch.optim.Adam(p.values(), lr=lr)
+    for _ in range(RV_STEPS):
+        x = torch.randint(V, (RV_BATCH, T), generator=gen)
+        loss = F.cross_entropy(forward(x).reshape(-1, V), x.flip(1).reshape(-1))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    held_out = torch.randint(V, (512, T), generator=torch.Generator().manual_seed(1000 + seed))
+    with torch.no_grad():
+        right = forward(held_out).argmax(dim=-1) == held_out.flip(1)
+    return [round(a, 3) for a in right.float().mean(dim=0).tolist()]
+
+
+def _reverse_settings(value: Any) -> dict[str, Any]:
+    """The learner's settings, checked for keys, types and ranges before any training."""
+    example = "{'positions': 'none', 'mask': 'causal', 'n_embd': 32, 'n_head': 4, 'lr': 1e-3}"
+    if not isinstance(value, dict):
+        raise CheckFailed(f"reverse_settings() should return a dict like {example}, but returned {describe(value)}.")
+    missing = [k for k in RV_KEYS if k not in value]
+    extra = [k for k in value if k not in RV_KEYS]
+    if missing or extra:
+        raise CheckFailed(
+            f"reverse_settings() should return exactly the keys {list(RV_KEYS)};"
+            f" missing {missing}, unexpected {extra}. For example {example}."
+        )
+    if value["positions"] not in RV_POSITIONS:
+        raise CheckFailed(f"settings['positions'] should be one of {RV_POSITIONS}, got {describe(value['positions'])}.")
+    if value["mask"] not in RV_MASKS:
+        raise CheckFailed(f"settings['mask'] should be one of {RV_MASKS}, got {describe(value['mask'])}.")
+    for key in ("n_embd", "n_head"):
+        if not is_int(value[key]):
+            raise CheckFailed(f"settings[{key!r}] should be a whole number (an int), got {describe(value[key])}.")
+    lr = value["lr"]
+    if isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not 0 < float(lr) <= 1:
+        raise CheckFailed(f"settings['lr'] should be a learning rate between 0 and 1, got {describe(lr)}.")
+    d, h = int(value["n_embd"]), int(value["n_head"])
+    if not 4 <= d <= 64 or d % 2:
+        raise CheckFailed(
+            f"settings['n_embd'] = {d}: choose an even width from 4 to 64 (the sinusoidal encoding pairs its columns)."
+        )
+    if not 1 <= h <= 8 or d % h:
+        raise CheckFailed(f"settings['n_head'] = {h} with n_embd = {d}: choose 1 to 8 heads that divide n_embd.")
+    return {"positions": value["positions"], "mask": value["mask"], "n_embd": d, "n_head": h, "lr": float(lr)}
+
+
+def _reverse_advice(s: dict[str, Any], acc: list[float]) -> str:
+    half = RV_T // 2
+    if s["positions"] == "none":
+        return (
+            "without positions, attention cannot tell one place from another (the "
+            "chapter's shuffling test: shuffling the input only shuffles the output), "
+            "so every output position sees the same bag of tokens and can only guess. "
+            "Give the model a positional encoding."
+        )
+    if s["mask"] == "causal":
+        first = sum(acc[:half]) / half
+        return (
+            f"the first {half} outputs stay near chance ({first:.0%}): output 0 must "
+            f"name the *last* input token, which a causal mask hides from position 0. "
+            f"An encoder looks both ways: use mask 'none'."
+        )
+    if s["lr"] < 1e-3:
+        return (
+            f"the accuracy is still climbing when the {RV_STEPS} steps run out: raise "
+            f"the learning rate (try 3e-3 to 1e-2)."
+        )
+    if s["lr"] > 5e-2:
+        return "a learning rate this high makes training jump about: lower it (try 1e-2)."
+    return (
+        "try another width or learning rate; train the model yourself with "
+        "train_reverse(settings, seed) to watch what changes."
+    )
+
+
+@register(
+    "transformer.reverse_experiment",
+    chapter=CHAPTER,
+    kind="experiment",
+    time_limit=30,
+    title="An encoder block that writes its input backwards",
+)
+def check_reverse_experiment(fn: Any) -> str:
+    """Train with the learner's settings on seeds 0 and 1; held-out accuracy >= 95 % on
+    average and >= 90 % at every output position."""
+    settings = _reverse_settings(call(fn, label="reverse_settings()"))
+    results = {seed: train_reverse(settings, seed) for seed in RV_SEEDS}
+    means = {seed: sum(acc) / len(acc) for seed, acc in results.items()}
+    for seed, acc in results.items():
+        if means[seed] < RV_TARGET or min(acc) < RV_WORST:
+            raise mismatch(
+                f"Trained with {settings} for {RV_STEPS} steps (seed {seed}), the held-out "
+                f"accuracy is {means[seed]:.1%} on average; by output position: "
+                f"{[f'{a:.0%}' for a in acc]}.",
+                f"at least {RV_TARGET:.0%} on average and {RV_WORST:.0%} at every position",
+                f"{means[seed]:.1%} on average, {min(acc):.0%} at worst",
+                _reverse_advice(settings, acc),
+            )
+    shown = ", ".join(f"seed {seed}: {m:.1%}" for seed, m in means.items())
+    return f"With {settings} one encoder block reverses held-out sequences ({shown} of the output tokens right)."
