@@ -607,6 +607,15 @@ def _noisy(runs: TrainingRuns, n: float) -> float:
     return (e + a * n**-alpha) * (1 + random.Random(f"{runs.seed}-{n:.6g}").gauss(0.0, LAW_NOISE))
 
 
+def _only_the_run(runs: TrainingRuns) -> Callable[[float], float]:
+    """A plain function to hand the learner: it runs models and tells nothing of the law."""
+
+    def run(n_params: float) -> float:
+        return runs(n_params)
+
+    return run
+
+
 @register(
     "scaling.scaling_law",
     chapter=CHAPTER,
@@ -622,7 +631,7 @@ def check_scaling_law(fn: Any) -> str:
         label = f"predict_loss(run, max_params={LAW_MAX_PARAMS:.0e}, target_params={LAW_TARGET:.0e}) [law {seed}]"
         got = call(
             fn,
-            runs,
+            _only_the_run(runs),
             LAW_MAX_PARAMS,
             LAW_TARGET,
             label=label,
