@@ -16,7 +16,16 @@ dependency: importing this package draws nothing.
 """
 
 from llmbook.diagrams.canvas import Canvas, Diagram, text_width
-from llmbook.diagrams.details import heads_split_merge, kv_cache, masked_vs_causal, prompt_masking, skip_gram
+from llmbook.diagrams.details import (
+    heads_split_merge,
+    induction_circuit,
+    kv_cache,
+    lstm_cell,
+    masked_vs_causal,
+    prompt_masking,
+    skip_gram,
+    window_model,
+)
 from llmbook.diagrams.models import (
     attention_qkv,
     autoencoder,
@@ -40,7 +49,9 @@ ALL = {
     "autoencoder": autoencoder,
     "skip_gram": skip_gram,
     "tokens_to_embeddings": tokens_to_embeddings,
+    "window_model": window_model,
     "rnn_unrolled": rnn_unrolled,
+    "lstm_cell": lstm_cell,
     "attention_qkv": attention_qkv,
     "heads_split_merge": heads_split_merge,
     "encoder_decoder": encoder_decoder,
@@ -51,6 +62,7 @@ ALL = {
     "classification_head": classification_head,
     "prompt_masking": prompt_masking,
     "lora": lora,
+    "induction_circuit": induction_circuit,
     "preference_pipeline": preference_pipeline,
     "data_parallel_zero": data_parallel_zero,
 }

@@ -5,6 +5,7 @@ from __future__ import annotations
 from llmbook.diagrams.canvas import LINE, MUTED, PALETTE, Canvas, Diagram
 
 GREEN, GREY, RED = "#b9e0c5", PALETTE["frozen"][0], PALETTE["stream"][1]
+STREAM_RED = RED
 
 
 def _attention_panel(c: Canvas, x0: float, title: str, tokens: list[str], targets: list[str], causal: bool) -> None:
@@ -258,5 +259,155 @@ def heads_split_merge(n_head: int = 3, head_dim: int = 4, n_tokens: int = 4) -> 
         caption=(
             "Many heads for the price of one: cut the columns into heads with a reshape, attend in "
             "each head separately, put the heads back side by side."
+        ),
+    )
+
+
+def induction_circuit() -> Diagram:
+    """Chapter 11: a previous-token head (layer 1) and an induction head (layer 2) working together."""
+    c = Canvas("induction_circuit", 760, 330)
+    tokens = ["…", "Harry", "Potter", "…", "…", "Harry", "Potter"]
+    boxes = []
+    for i, tok in enumerate(tokens):
+        kind = "stream" if i == 6 else ("data" if tok != "…" else "plain")
+        boxes.append(c.box(30 + i * 100, 150, 86, 40, tok, kind=kind, size=14, bold=i == 6))
+    c.text(boxes[6].cx, 206, "predicted", size=12, colour=STREAM_RED)
+    harry, potter, again = boxes[1], boxes[2], boxes[5]
+    green = PALETTE["attn"][1]
+    # (1) the previous-token head: Potter attends to the token before it
+    c.line(
+        [(potter.cx - 10, potter.y), (potter.cx - 10, 118), (harry.cx, 118), (harry.cx, harry.y)], colour=green, width=2
+    )
+    c.text(harry.cx - 12, 116, "(1) previous-token\nhead, layer 1", size=12, anchor="end", colour=green, bold=True)
+    note = c.box(potter.x - 40, 204, potter.w + 80, 34, "notes: “I follow Harry”", kind="attn", size=11)
+    c.arrow(potter.cx, potter.bottom, potter.cx, note.y, colour=green)
+    # (2) the induction head: the second Harry looks for "I follow Harry"
+    blue = PALETTE["layer"][1]
+    c.line(
+        [(again.cx, again.bottom), (again.cx, 270), (note.cx + 20, 270), (note.cx + 20, note.bottom)],
+        colour=blue,
+        width=2,
+    )
+    c.text(
+        again.cx - 140,
+        288,
+        "(2) induction head, layer 2: its query “Harry” matches that note",
+        size=12,
+        colour=blue,
+        bold=True,
+    )
+    # ... and copies the token found there
+    c.line(
+        [(potter.cx + 10, potter.y), (potter.cx + 10, 60), (boxes[6].cx, 60), (boxes[6].cx, boxes[6].y)],
+        colour=blue,
+        dashed=True,
+        width=2,
+    )
+    c.text((potter.cx + boxes[6].cx) / 2, 44, "(2) copies the token it found: Potter", size=12, colour=blue)
+    c.text(
+        380,
+        316,
+        "one layer of attention cannot do this: its keys hold only each token and its position",
+        size=12,
+        colour=MUTED,
+    )
+    return c.finish(
+        alt=(
+            "An induction circuit on the text 'Harry Potter ... Harry'. In layer 1 a previous-token "
+            "head lets the position of Potter attend to the token before it, so it carries the note "
+            "'I follow Harry'. In layer 2 an induction head at the second Harry searches for that "
+            "note, finds the position of Potter, and copies its token, so the model predicts Potter."
+        ),
+        caption=(
+            "An induction circuit (Olsson et al., 2022): two heads in two layers; the second searches "
+            "with information that the first one wrote."
+        ),
+    )
+
+
+def lstm_cell() -> Diagram:
+    """Chapter 4: one LSTM step; the cell c changes only by × f and + i·g."""
+    c = Canvas("lstm_cell", 760, 360)
+    red = STREAM_RED
+    c.line([(20, 70), (740, 70)], colour=red, width=3)
+    c.text(20, 50, "c_(t−1): the cell", size=12, anchor="start", colour=red, bold=True)
+    c.text(740, 50, "c_t", size=12, anchor="end", colour=red, bold=True)
+    gates = [
+        ("f = σ(…)\nforget", 240),
+        ("i = σ(…)\ninput", 355),
+        ("g = tanh(…)\ncandidate", 470),
+        ("o = σ(…)\noutput", 595),
+    ]
+    boxes = [c.box(cx - 50, 190, 100, 44, text, kind="norm" if "σ" in text else "layer", size=12) for text, cx in gates]
+    forget = c.circle(240, 70, 12, "×", kind="stream", size=15)
+    c.arrow(240, boxes[0].y, 240, forget.bottom)
+    ig = c.circle(412, 130, 11, "×", kind="plain", size=14)
+    c.line([(355, boxes[1].y), (355, 130), (ig.x, 130)])
+    c.line([(470, boxes[2].y), (470, 130), (ig.right, 130)])
+    add = c.circle(412, 70, 12, "+", kind="stream", size=16)
+    c.arrow(412, ig.y, 412, add.bottom)
+    c.circle(700, 70, 4, kind="stream")
+    th = c.box(660, 100, 80, 34, "tanh", size=12)
+    c.arrow(700, 74, 700, th.y)
+    out = c.circle(700, 212, 11, "×", kind="plain", size=14)
+    c.arrow(700, th.bottom, 700, out.y)
+    c.arrow(boxes[3].right, 212, out.x, 212)
+    h = c.box(650, 268, 100, 40, "h_t", kind="data", size=14)
+    c.arrow(700, out.bottom, 700, h.y)
+    inp = c.box(20, 268, 140, 40, "h_(t−1), x_t", kind="data", size=13)
+    c.line([(inp.right, 288), (595, 288)], head=False)
+    for _, cx in gates:
+        c.arrow(cx, 288, cx, 234)
+    c.text(380, 334, "σ: a gate between 0 and 1 per number; ×: element-wise product", size=12, colour=MUTED)
+    c.text(380, 350, "c_t = f · c_(t−1) + i · g,   h_t = o · tanh(c_t)", size=12, mono=True, colour=LINE)
+    return c.finish(
+        alt=(
+            "One step of an LSTM. The cell c runs along the top: it is multiplied by the forget gate "
+            "f and then the input gate i times the candidate g is added, giving c_t. The gates f, i "
+            "and o (sigmoids) and the candidate g (tanh) are computed from h_(t−1) and x_t. The new "
+            "hidden state h_t is the output gate o times tanh of c_t."
+        ),
+        caption=(
+            "An LSTM cell (Hochreiter & Schmidhuber, 1997; Gers et al., 2000): the cell is changed "
+            "only by a gated multiplication and an addition, so it can carry a fact for many steps."
+        ),
+    )
+
+
+def window_model(words: tuple[str, ...] = ("long", "live", "the", "king", "is")) -> Diagram:
+    """Chapter 4: Bengio et al.'s model: the embeddings of the last three words, concatenated."""
+    if not 4 <= len(words) <= 6:
+        raise ValueError(f"give 4 to 6 words, got {len(words)}")
+    c = Canvas("window_model", 760, 330)
+    n = len(words)
+    xs = [380 - (n * 110 - 20) / 2 + i * 110 for i in range(n)]
+    for i, (word, x) in enumerate(zip(words, xs, strict=True)):
+        seen = i >= n - 3
+        c.box(x, 270, 90, 38, word, kind="data" if seen else "frozen", size=14)
+        if seen:
+            cells = [[(PALETTE["layer"][1] if (r + i) % 3 else "#9fbbe3", "")] for r in range(4)]
+            g = c.grid(x + 37, 190, cells, cell=16)
+            c.arrow(x + 45, 270, x + 45, g.bottom)
+            c.arrow(x + 45, g.y, x + 45, 150)
+            c.text(
+                x + 45 + 16, 212, f"e_{'t' if i == n - 1 else f't−{n - 1 - i}'}", size=11, anchor="start", colour=MUTED
+            )
+    left, right = xs[n - 3], xs[n - 1] + 90
+    cat = c.box(left, 114, right - left, 36, "[e_(t−2); e_(t−1); e_t]: side by side", size=12)
+    hid = c.box(left, 64, right - left, 34, "h = tanh(W [·] + b)", size=12)
+    out = c.box(left, 14, right - left, 34, f"logits = U h + c: what follows “{words[-1]}”?", kind="stream", size=12)
+    c.arrow(cat.cx, cat.y, hid.cx, hid.bottom)
+    c.arrow(hid.cx, hid.y, out.cx, out.bottom)
+    c.text((xs[0] + xs[n - 4] + 90) / 2, 240, "out of the window:\nthe model never sees these", size=12, colour=MUTED)
+    return c.finish(
+        alt=(
+            f"A window model on the words {' '.join(words)}: the embeddings of the last three words, "
+            f"{', '.join(words[-3:])}, are put side by side, pass through a hidden layer with tanh, "
+            "and a linear layer scores every word of the vocabulary as the next one. The earlier "
+            "words are outside the window and invisible to the model."
+        ),
+        caption=(
+            "The window model (Bengio et al., 2003): three embeddings, side by side, one hidden "
+            "layer. Whatever lies further back cannot be used at all."
         ),
     )
