@@ -70,10 +70,10 @@ def test_diagram_is_well_formed_svg_with_alt_text_and_nothing_overflows(name):
     assert title is not None and title.text == d.alt
     assert len(root.findall(f".//{SVG}text")) >= 3
     assert d.problems == (), "\n".join(d.problems)
-    # legible at 700 px: the picture is drawn at most ~800 units wide, text at least 10
-    assert float(root.get("viewBox", "").split()[2]) <= 800
+    # legible at 700 px: no text smaller than 9.5 px once the picture is scaled to 700 px
+    width = float(root.get("viewBox", "").split()[2])
     sizes = {float(t.get("font-size", "0")) for t in root.iter(f"{SVG}text")}
-    assert min(sizes) >= 10, f"text as small as {min(sizes)} is not legible at 700 px"
+    assert min(sizes) * min(1.0, 700 / width) >= 9.5, f"text as small as {min(sizes)} is not legible at 700 px"
 
 
 @pytest.mark.parametrize("name", sorted(diagrams.ALL))

@@ -82,7 +82,7 @@ def attention_qkv(n_tokens: int = 5) -> Diagram:
     gx, gy = 535 - n_tokens * cell / 2, 143 - n_tokens * cell / 2
     green, grey = "#b9e0c5", PALETTE["frozen"][0]
     cells = [[(green, "") if j <= i else (grey, "−∞") for j in range(n_tokens)] for i in range(n_tokens)]
-    grid = c.grid(gx, gy, cells, cell=cell, size=10)
+    grid = c.grid(gx, gy, cells, cell=cell, size=11)
     c.text(535, gy - 14, "causal mask", size=13, bold=True)
     c.text(535, grid.bottom + 24, "rows: queries\ncolumns: keys", size=11, colour=MUTED)
     c.arrow(s.right, s.cy, grid.x, s.cy)

@@ -38,8 +38,8 @@ def llm_stages() -> Diagram:
         c.text(x + w / 2, y + 72, text, size=12, max_width=w - 8)
         if i:
             c.arrow(x - gap, y + h / 2, x, y + h / 2)
-    c.group(boxes[1].x - 8, 30, 2 * w + gap + 16, 165, "base model, ch. 3–8", size=12)
-    c.group(boxes[3].x - 8, 30, 2 * w + gap + 16, 165, "assistant, ch. 9–11", size=12)
+    c.group(boxes[1].x - 5, 30, 2 * w + gap + 10, 165, "base model, ch. 3–8", size=12)
+    c.group(boxes[3].x - 5, 30, 2 * w + gap + 10, 165, "assistant, ch. 9–11", size=12)
     return c.finish(
         alt=(
             "The stages of building a large language model, left to right: text data, a "
