@@ -303,9 +303,17 @@ def _write_back(given: Any, changed: Any) -> None:
             for index, (a, b) in enumerate(zip(given, changed, strict=True)):
                 if not isinstance(a, (torch.Tensor, list, tuple, dict)) and a != b:
                     given[index] = b
-    elif isinstance(given, dict) and isinstance(changed, dict) and given != changed:
-        given.clear()
-        given.update(changed)
+    elif isinstance(given, dict) and isinstance(changed, dict):
+        if given.keys() != changed.keys():
+            given.clear()
+            given.update(changed)
+            return
+        for key, b in changed.items():  # item by item: a dict of tensors has no truth value
+            a = given[key]
+            if isinstance(a, (torch.Tensor, list, tuple, dict)):
+                _write_back(a, b)
+            elif type(a) is not type(b) or a != b:
+                given[key] = b
 
 
 class AnswerServer:
