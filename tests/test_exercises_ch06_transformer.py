@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import time
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -89,6 +90,68 @@ def fused_cross_attention(x, memory, w_q, w_k, w_v, w_o, n_head, memory_mask):
     return out.transpose(1, 2).reshape(B, Tq, d) @ w_o
 
 
+def encoder_block(x, params, n_head, mask, norm_first, *, variant=None):
+    p = params
+    B, T, d = x.shape
+    hd = d // n_head
+
+    def attn(t):
+        q, k, v = ((t @ p[f"w_{n}"].T + p[f"b_{n}"]).view(B, T, n_head, hd).transpose(1, 2) for n in "qkv")
+        scores = q @ k.transpose(-2, -1) / math.sqrt(d if variant == "scale" else hd)
+        if mask is not None and variant != "no_mask":
+            scores = scores.masked_fill(~mask, float("-inf"))
+        y = (torch.softmax(scores, dim=-1) @ v).transpose(1, 2).reshape(B, T, d)
+        return y @ p["w_o"].T + p["b_o"]
+
+    def ff(t):
+        h = t @ p["w_up"].T + p["b_up"]
+        h = F.relu(h) if variant == "relu" else F.gelu(h, approximate="none" if variant == "exact" else "tanh")
+        return h @ p["w_down"].T + p["b_down"]
+
+    def ln1(t):
+        return F.layer_norm(t, (d,), p["ln1_w"], p["ln1_b"])
+
+    def ln2(t):
+        return F.layer_norm(t, (d,), p["ln2_w"], p["ln2_b"])
+
+    if variant == "swapped_order":
+        norm_first = not norm_first
+    keep = 0 if variant == "no_attn_residual" else 1
+    if norm_first:
+        x = keep * x + attn(ln1(x))
+        return x + ff(ln2(x))
+    x = ln1(keep * x + attn(x))
+    return ln2(x + ff(x))
+
+
+def _torch_encoder_layer(x, params, n_head, mask, norm_first):
+    """Another correct way: PyTorch's own encoder layer, loaded with the same weights."""
+    d = x.shape[-1]
+    layer = torch.nn.TransformerEncoderLayer(
+        d,
+        n_head,
+        4 * d,
+        dropout=0.0,
+        activation=lambda t: F.gelu(t, approximate="tanh"),
+        batch_first=True,
+        norm_first=norm_first,
+    )
+    p = params
+    with torch.no_grad():
+        layer.self_attn.in_proj_weight.copy_(torch.cat([p["w_q"], p["w_k"], p["w_v"]]))
+        layer.self_attn.in_proj_bias.copy_(torch.cat([p["b_q"], p["b_k"], p["b_v"]]))
+        layer.self_attn.out_proj.weight.copy_(p["w_o"])
+        layer.self_attn.out_proj.bias.copy_(p["b_o"])
+        for mine, name in [(layer.linear1, "up"), (layer.linear2, "down")]:
+            mine.weight.copy_(p[f"w_{name}"])
+            mine.bias.copy_(p[f"b_{name}"])
+        for mine, name in [(layer.norm1, "ln1"), (layer.norm2, "ln2")]:
+            mine.weight.copy_(p[f"{name}_w"])
+            mine.bias.copy_(p[f"{name}_b"])
+        padding = None if mask is None else ~mask[:, 0, 0, :]
+        return layer.train()(x, src_key_padding_mask=padding)
+
+
 def reverse_settings():
     return {"positions": "sinusoidal", "mask": "none", "n_embd": 32, "n_head": 4, "lr": 1e-2}
 
@@ -97,6 +160,7 @@ CORRECT = {
     "transformer.position_shift": [position_shift, _shift_from_angle_sums],
     "transformer.decoder_mask": [decoder_mask],
     "transformer.cross_attention": [make_cross_attention(), fused_cross_attention],
+    "transformer.encoder_block": [encoder_block, _torch_encoder_layer],
     "transformer.reverse_experiment": [
         reverse_settings,
         lambda: {"positions": "learned", "mask": "none", "n_embd": 16, "n_head": 2, "lr": 1e-2},
@@ -155,6 +219,16 @@ MISTAKES = {
         (make_cross_attention(project_out=False), "output projection"),
         (make_cross_attention(single_head=True), "single head"),
         (make_cross_attention(swap_inputs=True), "x and memory are swapped"),
+    ],
+    "transformer.encoder_block": [
+        (partial(encoder_block, variant="swapped_order"), ("asks for post-norm", "norm_first=False")),
+        (partial(encoder_block, variant="no_attn_residual"), "residual connection around attention"),
+        (partial(encoder_block, variant="exact"), "exact GELU"),
+        (partial(encoder_block, variant="relu"), "not ReLU"),
+        (partial(encoder_block, variant="scale"), "not by sqrt(d_model)"),
+        (partial(encoder_block, variant="no_mask"), ("padding mask was ignored", "mask=a padding mask")),
+        (lambda x, p, h, m, nf: encoder_block(x, p, h, None if m is None else ~m, nf), "nan or inf"),
+        (lambda x, p, h, m, nf: encoder_block(x, p, h, m, nf)[:, :1], "should have the shape of x"),
     ],
     "transformer.reverse_experiment": [
         (

@@ -453,6 +453,217 @@ def check_cross_attention(fn: Any) -> str:
     )
 
 
+# --------------------------------------------------------------------------- encoder block
+
+ENC_KEYS = (
+    "w_q",
+    "b_q",
+    "w_k",
+    "b_k",
+    "w_v",
+    "b_v",
+    "w_o",
+    "b_o",
+    "ln1_w",
+    "ln1_b",
+    "w_up",
+    "b_up",
+    "w_down",
+    "b_down",
+    "ln2_w",
+    "ln2_b",
+)
+
+
+def reference_encoder_block(
+    x: torch.Tensor,
+    params: dict[str, torch.Tensor],
+    n_head: int,
+    mask: torch.Tensor | None,
+    norm_first: bool,
+    *,
+    order: str | None = None,
+    attn_residual: bool = True,
+    ff_residual: bool = True,
+    swap_norms: bool = False,
+    activation: str = "tanh",
+    scale: str = "head",
+    use_mask: bool = True,
+) -> torch.Tensor:
+    """The chapter's EncoderBlock as one function of plain tensors, in float64.
+
+    Post-norm (2017): x = LN1(x + attn(x)); out = LN2(x + ff(x)). Pre-norm (GPT-2):
+    x = x + attn(LN1(x)); out = x + ff(LN2(x)). The keywords recompute the usual mistakes."""
+    p = {k: v.double() for k, v in params.items()}
+    x = x.double()
+    B, T, d = x.shape
+    hd = d // n_head
+    ln_a, ln_b = ("ln2", "ln1") if swap_norms else ("ln1", "ln2")
+
+    def ln(t: torch.Tensor, name: str) -> torch.Tensor:
+        return F.layer_norm(t, (d,), p[f"{name}_w"], p[f"{name}_b"], 1e-5)
+
+    def attn(t: torch.Tensor) -> torch.Tensor:
+        q, k, v = ((t @ p[f"w_{n}"].T + p[f"b_{n}"]).view(B, T, n_head, hd).transpose(1, 2) for n in "qkv")
+        scores = q @ k.transpose(-2, -1) / math.sqrt(hd if scale == "head" else d)
+        if mask is not None and use_mask:
+            scores = scores.masked_fill(~mask, float("-inf"))
+        y = (torch.softmax(scores, dim=-1) @ v).transpose(1, 2).reshape(B, T, d)
+        return y @ p["w_o"].T + p["b_o"]
+
+    def ff(t: torch.Tensor) -> torch.Tensor:
+        h = t @ p["w_up"].T + p["b_up"]
+        h = F.relu(h) if activation == "relu" else F.gelu(h, approximate=activation)
+        return h @ p["w_down"].T + p["b_down"]
+
+    pre = norm_first if order is None else order == "pre"
+    if pre:
+        x = (x if attn_residual else 0) + attn(ln(x, ln_a))
+        return (x if ff_residual else 0) + ff(ln(x, ln_b))
+    x = ln((x if attn_residual else 0) + attn(x), ln_a)
+    return ln((x if ff_residual else 0) + ff(x), ln_b)
+
+
+def _encoder_case(
+    gen: torch.Generator, B: int, T: int, d: int, n_head: int, lengths: list[int] | None, norm_first: bool
+) -> tuple[Any, ...]:
+    x = torch.randn(B, T, d, generator=gen)
+
+    def w(*shape: int) -> torch.Tensor:
+        return torch.randn(*shape, generator=gen) / math.sqrt(shape[-1])
+
+    def b(n: int, around: float = 0.0) -> torch.Tensor:
+        return around + 0.1 * torch.randn(n, generator=gen)
+
+    params = {
+        "w_q": w(d, d),
+        "b_q": b(d),
+        "w_k": w(d, d),
+        "b_k": b(d),
+        "w_v": w(d, d),
+        "b_v": b(d),
+        "w_o": w(d, d),
+        "b_o": b(d),
+        "ln1_w": b(d, 1.0),
+        "ln1_b": b(d),
+        "w_up": w(4 * d, d),
+        "b_up": b(4 * d),
+        "w_down": w(d, 4 * d),
+        "b_down": b(d),
+        "ln2_w": b(d, 1.0),
+        "ln2_b": b(d),
+    }
+    mask = None
+    if lengths is not None:
+        mask = (torch.arange(T)[None, :] < torch.tensor(lengths)[:, None])[:, None, None, :]
+    return x, params, n_head, mask, norm_first
+
+
+def _encoder_hint(got: torch.Tensor, args: tuple[Any, ...]) -> str:
+    norm_first = args[4]
+    ref = reference_encoder_block
+    other = "pre" if not norm_first else "post"
+    wanted = "pre-norm" if norm_first else "post-norm"
+    variants: list[tuple[Callable[[], torch.Tensor], str]] = [
+        (
+            lambda: ref(*args, order=other),
+            (
+                f"norm_first={norm_first} asks for {wanted}: "
+                + (
+                    "normalise *before* each sub-layer and add its output to the unnormalised x: "
+                    "x = x + attn(ln1(x)); out = x + ff(ln2(x))."
+                    if norm_first
+                    else "add each sub-layer's output to x, *then* normalise: x = ln1(x + attn(x)); "
+                    "out = ln2(x + ff(x))."
+                )
+            ),
+        ),
+        (
+            lambda: ref(*args, attn_residual=False),
+            "the residual connection around attention is missing: add attention's output to x.",
+        ),
+        (
+            lambda: ref(*args, ff_residual=False),
+            "the residual connection around the feed-forward network is missing: add its output to x.",
+        ),
+        (
+            lambda: ref(*args, swap_norms=True),
+            "ln1 belongs to the attention sub-layer and ln2 to the feed-forward one; yours are swapped.",
+        ),
+        (
+            lambda: ref(*args, activation="none"),
+            "the feed-forward network uses GELU with approximate='tanh', as the chapter's "
+            "FeedForward and GPT-2 do; you used the exact GELU.",
+        ),
+        (lambda: ref(*args, activation="relu"), "the feed-forward network uses GELU (approximate='tanh'), not ReLU."),
+        (
+            lambda: ref(*args, scale="model"),
+            "divide the attention scores by sqrt(head_dim) = sqrt(d_model / n_head), not by sqrt(d_model).",
+        ),
+        (
+            lambda: ref(*args, use_mask=False),
+            "the padding mask was ignored: set the scores of keys where mask is False to -inf before the softmax.",
+        ),
+    ]
+    hint = known_mistake(got, [(lambda f=f: f().float(), why) for f, why in variants], atol=ATOL)
+    return hint or (
+        "follow the chapter's EncoderBlock: attention (q, k, v, heads, scaled and masked "
+        "softmax, merge, w_o), the feed-forward network (w_up, GELU tanh, w_down), residual "
+        "connections and layer norms in the order norm_first asks for."
+    )
+
+
+@register(
+    "transformer.encoder_block",
+    chapter=CHAPTER,
+    kind="build",
+    title="An encoder block from its weights, post-norm and pre-norm",
+)
+def check_encoder_block(fn: Any) -> str:
+    """Post-norm and pre-norm, with and without a padding mask, one to four heads."""
+    gen = torch.Generator().manual_seed(66)
+    cases = [
+        _encoder_case(gen, 2, 5, 16, 4, None, False),
+        _encoder_case(gen, 2, 5, 16, 4, None, True),
+        _encoder_case(gen, 3, 6, 24, 3, [6, 2, 4], False),
+        _encoder_case(gen, 3, 6, 24, 3, [6, 2, 4], True),
+        _encoder_case(gen, 1, 1, 8, 1, None, True),
+    ]
+    for args in cases:
+        x, params, n_head, mask, norm_first = args
+        mask_text = "None" if mask is None else f"a padding mask of shape {tuple(mask.shape)}"
+        label = f"encoder_block(x {tuple(x.shape)}, params, n_head={n_head}, mask={mask_text}, norm_first={norm_first})"
+        given = (x.clone(), {k: v.clone() for k, v in params.items()})
+        got = _as_tensor(call(fn, *given, n_head, mask, norm_first, label=label), label)
+        unchanged(
+            label, [given[0], *given[1].values()], [x, *params.values()], ["x", *(f"params[{k!r}]" for k in params)]
+        )
+        expected = reference_encoder_block(*args).float()
+        if got.shape != expected.shape:
+            raise mismatch(
+                f"{label} should have the shape of x, {tuple(x.shape)}.",
+                expected,
+                got,
+                "a block maps each token's vector to a new one.",
+            )
+        if not torch.isfinite(got).all():
+            raise mismatch(
+                f"{label} returned nan or inf.",
+                first_rows(expected),
+                first_rows(got),
+                "a nan usually means every key of a row was masked: True in the "
+                "mask means 'may look', so fill -inf where it is False.",
+            )
+        if not same(got, expected, atol=ATOL):
+            raise mismatch(
+                f"{label} is wrong (first rows of the first sequence shown).",
+                first_rows(expected),
+                first_rows(got),
+                _encoder_hint(got, args),
+            )
+    return "Matches the chapter's EncoderBlock, post-norm and pre-norm, with and without padding, on 5 cases."
+
+
 # --------------------------------------------------------------------------- experiment
 
 RV_VOCAB, RV_T, RV_STEPS, RV_BATCH = 10, 10, 200, 32
