@@ -30,6 +30,18 @@ def balanced_with_torch(labels, seed):
     return torch.cat(keep).sort().values  # a tensor of indices is accepted too
 
 
+def weighted_cross_entropy(logits, labels, class_counts):
+    counts = torch.tensor(class_counts, dtype=torch.float)
+    weights = counts.sum() / (len(class_counts) * counts)
+    return torch.nn.functional.cross_entropy(logits, labels, weight=weights)
+
+
+def weighted_by_hand(logits, labels, class_counts):
+    w = torch.tensor([1 / n for n in class_counts])[labels]  # any scale: it cancels
+    losses = -torch.log_softmax(logits, dim=-1)[torch.arange(len(labels)), labels]
+    return (w * losses).sum() / w.sum()
+
+
 def pool(hidden, mask, how):
     if how == "mean":
         weights = mask.unsqueeze(-1).to(hidden.dtype)
@@ -85,6 +97,7 @@ def choose_settings():
 
 CORRECT = {
     "classification.balanced_indices": [balanced_indices, balanced_with_torch],
+    "classification.weighted_cross_entropy": [weighted_cross_entropy, weighted_by_hand],
     "classification.pool": [pool, pool_with_loops],
     "classification.confusion_from_logits": [confusion_from_logits, confusion_bincount],
     "classification.freeze_last_blocks": [freeze_last_blocks, freeze_by_name],
@@ -119,6 +132,24 @@ def _unsorted(labels, seed):
     rng = random.Random(seed)
     by_class, n = _by_class(labels)
     return [i for y in sorted(by_class) for i in rng.sample(by_class[y], n)]
+
+
+def _per_example(logits, labels):
+    return torch.nn.functional.cross_entropy(logits, labels, reduction="none")
+
+
+def _weights(counts):
+    counts = torch.tensor(counts, dtype=torch.float)
+    return counts.sum() / (len(counts) * counts)
+
+
+def _divided_by_n(logits, labels, counts):
+    return (_weights(counts)[labels] * _per_example(logits, labels)).sum() / len(labels)
+
+
+def _batch_counts(logits, labels, counts):
+    batch = torch.bincount(labels, minlength=len(counts)).clamp(min=1).tolist()
+    return weighted_cross_entropy(logits, labels, batch)
 
 
 def _pool_in_place(h, m, how):
@@ -208,6 +239,18 @@ MISTAKES = {
         (lambda labels, seed: list(labels), "the labels themselves"),
         (lambda labels, seed: [labels.index(min(labels))] * 2, "more than once"),
         (lambda labels, seed: [len(labels)], "has only"),
+    ],
+    "classification.weighted_cross_entropy": [
+        (lambda lo, la, c: torch.nn.functional.cross_entropy(lo, la), ("plain mean", "expected")),
+        (_divided_by_n, "sum of the weights"),
+        (lambda lo, la, c: weighted_cross_entropy(lo, la, [1 / n for n in c]), "upside down"),
+        (_batch_counts, "counted the classes in this batch"),
+        (lambda lo, la, c: weighted_cross_entropy(lo, la, c).item(), ".item()"),
+        (lambda lo, la, c: weighted_cross_entropy(lo, la, c).detach(), "without a gradient"),
+        (
+            lambda lo, la, c: torch.nn.functional.cross_entropy(lo, la, weight=_weights(c), reduction="none"),
+            "one number",
+        ),
     ],
     "classification.pool": [
         (_right_padding_only, ("left-padded", "mask.sum(dim=1) - 1", "expected")),

@@ -1,8 +1,9 @@
 """Checks for chapter 9, "Fine-tuning for classification".
 
-Five exercises build what turns a GPT into a spam filter, beyond what the chapter prints:
+Six exercises build what turns a GPT into a spam filter, beyond what the chapter prints:
 balanced undersampling (keep the rare class whole, draw the same number from each other
-class at random), pooling a padded batch two ways (the last real token and the mean of
+class at random), the other remedy for imbalance (a loss that weights each class by its
+inverse frequency), pooling a padded batch two ways (the last real token and the mean of
 the real tokens) whether the padding is on the right or on the left, a confusion matrix
 straight from the classifier's logits, freezing all but the last k blocks of a
 ``GPTClassifier``, and an experiment: settings (how many blocks learn, the learning rate)
@@ -133,6 +134,108 @@ def check_balanced_indices(fn: Any) -> str:
     return (
         "Correct: every class keeps as many examples as the rarest one, the rarest class is kept "
         "whole, nothing is repeated, and the draw is random yet fixed by the seed."
+    )
+
+
+# --------------------------------------------------------------------------- class-weighted loss
+
+
+def class_weights(class_counts: list[int]) -> torch.Tensor:
+    """Inverse-frequency weights, total / (K * n_c): 1 for every class when they are balanced."""
+    counts = torch.tensor(class_counts, dtype=torch.float64)
+    return counts.sum() / (len(class_counts) * counts)
+
+
+def reference_weighted_ce(logits: torch.Tensor, labels: torch.Tensor, class_counts: list[int]) -> torch.Tensor:
+    w = class_weights(class_counts).to(logits.dtype)
+    return torch.nn.functional.cross_entropy(logits, labels, weight=w)
+
+
+def _weighted_ce_mistakes(logits: torch.Tensor, labels: torch.Tensor, class_counts: list[int]) -> list[tuple[Any, str]]:
+    f = torch.nn.functional
+    w = class_weights(class_counts).to(logits.dtype)
+    per_example = f.cross_entropy(logits, labels, reduction="none")
+    batch_counts = torch.bincount(labels, minlength=len(class_counts)).tolist()
+    out: list[tuple[Any, str]] = [
+        (
+            lambda: per_example.mean(),
+            "you took the plain mean: weight each example's loss by its true class's weight, "
+            "total / (K * class_counts[c]).",
+        ),
+        (
+            lambda: (w[labels] * per_example).sum() / len(labels),
+            "you divided by the number of examples; a weighted mean divides by the sum of the weights "
+            "of the batch's labels, w[labels].sum() (what F.cross_entropy(..., weight=w) does).",
+        ),
+        (
+            lambda: f.cross_entropy(logits, labels, weight=1 / w),
+            "the weights are upside down: the rare class must weigh more, w_c = total / (K * n_c), not n_c / total.",
+        ),
+        (
+            lambda: (w[logits.argmax(-1)] * per_example).sum() / w[logits.argmax(-1)].sum(),
+            "you weighted each example by its predicted class; weight it by its true class, w[labels].",
+        ),
+    ]
+    if all(batch_counts) and batch_counts != list(class_counts):
+        out.append(
+            (
+                lambda: f.cross_entropy(logits, labels, weight=class_weights(batch_counts).to(logits.dtype)),
+                "you counted the classes in this batch; use class_counts, the counts of the whole "
+                "training set, which the function is given.",
+            )
+        )
+    return out
+
+
+WEIGHTED_CE_CASES: list[tuple[list[int], list[int], str]] = [
+    ([1, 0, 0, 1, 0, 0], [8, 2], "ham 8 : spam 2, two spam in the batch"),
+    ([0, 0, 0, 0, 1], [1, 1], "balanced classes"),
+    ([2, 0, 1, 1, 0, 2, 0], [50, 30, 20], "three classes"),
+    ([1, 1, 1], [7, 3], "only spam in the batch"),
+]
+
+
+@register("classification.weighted_cross_entropy", chapter=CHAPTER, title="A class-weighted loss", kind="build")
+def check_weighted_cross_entropy(fn: Any) -> str:
+    """Two and three classes, balanced counts, a batch of one class; value and gradient."""
+    gen = torch.Generator().manual_seed(5)
+    for labels_list, counts, what in WEIGHTED_CE_CASES:
+        labels = torch.tensor(labels_list)
+        logits = torch.randn(len(labels_list), len(counts), generator=gen)
+        label = f"weighted_cross_entropy(logits {tuple(logits.shape)}, labels {labels_list}, {counts}) ({what})"
+        given = logits.clone().requires_grad_(True)
+        got = call(fn, given, labels.clone(), list(counts), label=label)
+        expected = reference_weighted_ce(logits, labels, counts)
+        if not isinstance(got, torch.Tensor):
+            raise mismatch(
+                f"{label} should return the loss as a tensor (with its gradient), so that training can "
+                f"call loss.backward().",
+                expected,
+                got,
+                "don't call .item() or float(...) on the loss.",
+            )
+        if got.numel() != 1:
+            raise mismatch(
+                f"{label} should return one number, the batch's loss.",
+                expected,
+                got,
+                "reduce the per-example losses to their weighted mean.",
+            )
+        value = got.detach().reshape(())
+        if not same(value, expected, rtol=1e-5, atol=1e-6):
+            hint = known_mistake(value, _weighted_ce_mistakes(logits, labels, counts), rtol=1e-5, atol=1e-6) or (
+                "w_c = sum(class_counts) / (K * class_counts[c]); loss = sum_i w[y_i] * CE_i / sum_i w[y_i]."
+            )
+            raise mismatch(f"{label} is wrong.", expected, value, hint)
+        if not got.requires_grad:
+            raise CheckFailed(
+                f"{label} returned the right value, but without a gradient: training could not "
+                f"backpropagate through it.\nHint: compute it with torch operations on logits (no "
+                f".detach(), .item() or torch.tensor(...) around the result)."
+            )
+    return (
+        "Correct: each example weighs total / (K · n_c) for its true class c, and the loss is the "
+        "weighted mean, so the rare class counts as much in all as the common one."
     )
 
 
