@@ -1,14 +1,16 @@
 """Checks for chapter 8, "Pretraining".
 
-Five exercises rebuild the pieces of pretraining and decoding that chapter 8 uses: the
-next-token training pairs cut from a token stream (the "labels for free" of
-self-supervised learning), cross-entropy from logits with ignored positions, bits per
-byte (the unit that lets models with different tokenizers be compared), and the two
-cuts that shape the distribution sampling draws from: temperature with top-k, and
-top-p (nucleus). Each check compares the learner's function with a reference (the
-library's ``TokenWindows``, ``F.cross_entropy`` and ``llmbook.generate.filtered_probs``)
-and, when they differ, names the input, the expected and actual values, and the mistake
-that most often produces that difference (recognised by computing it and comparing).
+Five exercises build what chapter 8 explains but leaves to the library, and measure one
+training run: a training step that accumulates gradients over micro-batches with ignored
+(-100) targets and matches one big batch, the learning-rate schedule (linear warmup, then
+a cosine), the top-p (nucleus) and min-p cuts of the distribution that sampling draws
+from, and an experiment that picks a learning rate and a width so that a small GPT's
+held-out loss falls below a bound in 200 steps. Each check compares the learner's answer
+with a reference (one big batch through ``llmbook.GPT``, ``llmbook.step.lr_at``,
+``llmbook.generate.filtered_probs``, min-p by its definition, and a training run it does
+itself) and, when they differ, names the input, the expected and actual values, and the
+mistake that most often produces that difference (recognised by computing it and
+comparing).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from llmbook.datasets import TokenWindows
+from llmbook.config import GPTConfig
 from llmbook.exercises.compare import (
     Mistake,
     close,
@@ -29,301 +31,271 @@ from llmbook.exercises.compare import (
     number,
     same,
     tensor_answer,
-    tensor_tuple,
-    token_ids,
     unchanged,
 )
 from llmbook.exercises.core import CheckFailed, call, describe, mismatch, register
 from llmbook.generate import filtered_probs
-from llmbook.model import IGNORE_INDEX
+from llmbook.model import GPT, IGNORE_INDEX
+from llmbook.step import lr_at
 
 CHAPTER = "08"
 ATOL = 1e-6  # probabilities are compared more tightly than the default, near zero especially
 
 
-# --------------------------------------------------------------------------- next-token pairs
+# --------------------------------------------------------------------------- gradient accumulation
+
+Batches = list[tuple[torch.Tensor, torch.Tensor]]
 
 
-def _pairs_ref(tokens: list[int], T: int) -> tuple[torch.Tensor, torch.Tensor]:
-    ds = TokenWindows(tokens, T, stride=T)
-    xs, ys = zip(*(ds[i] for i in range(len(ds))), strict=True)
-    return torch.stack(xs), torch.stack(ys)
+def _accum_model(config: GPTConfig, weights: dict[str, torch.Tensor]) -> GPT:
+    model = GPT(config).double()
+    model.load_state_dict({k: v.double() for k, v in weights.items()})
+    return model
 
 
-def _pairs_mistakes(tokens: list[int], T: int) -> list[Mistake]:
-    t = torch.tensor(tokens)
-
-    def windows(offset: int, n: int, stride: int = T) -> torch.Tensor:
-        return torch.stack([t[i * stride + offset: i * stride + offset + T] for i in range(n)])
-
-    n = (len(tokens) - 1) // T
-    return [
-        (lambda: (windows(0, n), windows(0, n)),
-         ("your targets equal your inputs. The target at each position is the NEXT token: "
-         "y is x shifted left by one, y[i] = tokens[start + 1 : start + T + 1].")),
-        (lambda: (windows(1, n), windows(0, n)),
-         ("inputs and targets are swapped: x is the window starting at the window's start, "
-         "y the same window moved one token later.")),
-        (lambda: (windows(0, n - 1), windows(1, n - 1)),
-         ("you made one window too few. A window of T inputs needs T + 1 tokens, and the "
-         "windows do not overlap, so there are (len(tokens) - 1) // T of them.")),
-        (lambda: (windows(0, len(tokens) - T, 1), windows(1, len(tokens) - T, 1)),
-         ("your windows overlap (they move by one token). Here each window starts T tokens "
-         "after the previous one: the i-th starts at i * T.")),
-        (lambda: (windows(0, n, T + 1), windows(1, n, T + 1)),
-         ("each window starts T tokens after the previous one (i * T), not T + 1: the last "
-         "target of one window is the first input of the next, and that is fine.")),
-    ]
+def _sgd(model: GPT, lr: float) -> dict[str, torch.Tensor]:
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.grad is not None:
+                p.sub_(lr * p.grad)
+    return {k: v.float() for k, v in model.state_dict().items()}
 
 
-def _check_pairs(fn: Any, tokens: Any, T: int, what: str) -> None:
-    as_list = [int(v) for v in tokens]
-    label = f"next_token_pairs({what}, context_length={T})"
-    given = tokens.clone() if isinstance(tokens, torch.Tensor) else list(tokens)
-    too_few = (f"with {len(as_list)} tokens there are ({len(as_list)} - 1) // {T} = "
-               f"{(len(as_list) - 1) // T} windows: the last window's targets run one token "
-               f"past its inputs, so a window needs T + 1 tokens, not T.")
-    out = call(fn, given, T, label=label, hints=[("stack expects", too_few),
-                                                 ("out of range", too_few), ("size", too_few)])
-    x, y = tensor_tuple(out, label, ("x", "y"), hint="end with `return x, y`, each of shape "
-                                                     "(number of windows, context_length).")
-    token_ids(x, label, "x")
-    token_ids(y, label, "y")
-    ex, ey = _pairs_ref(as_list, T)
-    if same(x, ex) and same(y, ey):
-        return
-    hint = known_mistake((x, y), _pairs_mistakes(as_list, T))
-    if hint is None and tuple(x.shape) != tuple(ex.shape):
-        hint = (f"with {len(as_list)} tokens and context_length {T} there are "
-                f"({len(as_list)} - 1) // {T} = {ex.shape[0]} windows, so x and y have shape "
-                f"{tuple(ex.shape)}.")
-    shown = f"x {ex[:2].tolist()}..., y {ey[:2].tolist()}..."
-    got = f"x {x[:2].tolist()}..., y {y[:2].tolist()}..." if x.dim() == 2 and y.dim() == 2 else describe(out)
-    raise CheckFailed(
-        f"{label} gives the wrong pairs (first two windows shown).\n  expected: {shown} "
-        f"shapes {tuple(ex.shape)}\n  got:      {got} shapes {tuple(x.shape)}, {tuple(y.shape)}"
-        + f"\nHint: {hint or 'x[i] = tokens[i*T : i*T + T] and y[i] = tokens[i*T + 1 : i*T + T + 1].'}"
-    )
+def _token_losses(model: GPT, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    logits, _ = model(x)
+    return F.cross_entropy(logits.reshape(-1, logits.size(-1)), y.reshape(-1),
+                           ignore_index=IGNORE_INDEX, reduction="sum")
 
 
-@register("pretraining.next_token_pairs", chapter=CHAPTER, title="Next-token training pairs from a token stream")
-def check_next_token_pairs(fn: Any) -> str:
-    """Lists and tensors of several lengths against llmbook.datasets.TokenWindows(stride=T)."""
-    g = torch.Generator().manual_seed(8)
-    _check_pairs(fn, list(range(10, 19)), 4, "tokens=[10, 11, ..., 18] (9 tokens)")
-    _check_pairs(fn, list(range(100, 105)), 4, "tokens=[100, ..., 104] (exactly one window)")
-    _check_pairs(fn, list(range(20, 32)), 4, "tokens=[20, ..., 31] (12 tokens: a multiple of 4)")
-    stream = torch.randint(0, 257, (103,), generator=g)
-    _check_pairs(fn, stream, 8, "a tensor of 103 random token ids")
-    _check_pairs(fn, list(b"The cat sat on the mat."), 5, "the bytes of 'The cat sat on the mat.'")
-    return ("Matches llmbook.datasets.TokenWindows with stride = context_length on lists and "
-            "tensors: every target is the next token, windows tile the stream, and none is lost.")
+def _accum_ref(config: GPTConfig, weights: dict[str, torch.Tensor], batches: Batches,
+               lr: float, mode: str = "right") -> dict[str, torch.Tensor]:
+    """One SGD step on the mean loss over every kept target of every micro-batch (mode
+    "right"), or what a usual mistake computes instead."""
+    model = _accum_model(config, weights)
+    kept = sum(int((y != IGNORE_INDEX).sum()) for _, y in batches)
+    total = sum(y.numel() for _, y in batches)
+    for i, (x, y) in enumerate(batches):
+        n = int((y != IGNORE_INDEX).sum())
+        if mode == "last" and i < len(batches) - 1:
+            continue
+        if mode == "right":
+            loss = _token_losses(model, x, y) / kept
+        elif mode == "mean_of_means":
+            loss = _token_losses(model, x, y) / n / len(batches)
+        elif mode == "sum_of_means":
+            loss = _token_losses(model, x, y) / n
+        elif mode == "all_positions":
+            loss = _token_losses(model, x, y) / total
+        elif mode == "sum":
+            loss = _token_losses(model, x, y)
+        elif mode == "ascent":
+            loss = -_token_losses(model, x, y) / kept
+        elif mode == "last":
+            loss = _token_losses(model, x, y) / n
+        elif mode in ("step_each", "step_each_mean"):
+            loss = _token_losses(model, x, y) / (kept if mode == "step_each" else n)
+            loss.backward()
+            _sgd(model, lr)
+            model.zero_grad()
+            continue
+        else:  # pragma: no cover - a typo in this module
+            raise ValueError(mode)
+        loss.backward()
+    if mode.startswith("step_each"):
+        return {k: v.float() for k, v in model.state_dict().items()}
+    return _sgd(model, lr)
 
 
-# --------------------------------------------------------------------------- cross-entropy
+_ACCUM_MISTAKES = [
+    ("mean_of_means",
+     ("you averaged each micro-batch's mean loss (loss / number of micro-batches). With "
+      "ignored targets the micro-batches keep different numbers of tokens, so that is not "
+      "the big batch's mean: add up the summed losses (reduction='sum') and divide by the "
+      "number of kept targets in ALL micro-batches together.")),
+    ("sum_of_means",
+     ("you added up the micro-batches' mean losses without dividing: the gradient is about "
+      "number-of-micro-batches times too large. Divide each micro-batch's SUMMED loss by "
+      "the number of kept targets in all micro-batches together.")),
+    ("all_positions",
+     ("you divided by every target position, ignored ones included. Count only the "
+      "targets that are not -100.")),
+    ("sum",
+     ("you summed the losses without dividing; the big batch's loss is the MEAN over its "
+      "kept targets: divide by their number.")),
+    ("ascent", "the step went uphill: subtract lr × gradient (p -= lr * p.grad), do not add it."),
+    ("last",
+     ("only the last micro-batch's gradient arrived: did you call zero_grad() inside the "
+      "loop? Zero the gradients once, before the first micro-batch, and let backward() "
+      "add them up.")),
+    ("step_each",
+     ("you took one step per micro-batch. Accumulating means: backward() on every "
+      "micro-batch (gradients add up in .grad), then ONE step at the end.")),
+    ("step_each_mean",
+     ("you took one step per micro-batch, each on its own mean loss: that is several "
+      "small-batch steps, not one big-batch step. Call backward() on every micro-batch "
+      "(gradients add up in .grad), then take ONE step at the end.")),
+]
 
 
-def _ce_ref(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    return F.cross_entropy(logits.double(), targets, ignore_index=IGNORE_INDEX).float()
+def _accum_batches(g: torch.Generator, V: int, T: int, sizes: list[int],
+                   ignore: list[float]) -> Batches:
+    batches = []
+    for b, share in zip(sizes, ignore, strict=True):
+        x = torch.randint(0, V, (b, T), generator=g)
+        y = torch.randint(0, V, (b, T), generator=g)
+        y[torch.rand(b, T, generator=g) < share] = IGNORE_INDEX
+        batches.append((x, y))
+    return batches
 
 
-def _ce_mistakes() -> list[Mistake]:
-    def keep(t: torch.Tensor) -> torch.Tensor:
-        return t != IGNORE_INDEX
-
-    def naive_logp(z: torch.Tensor) -> torch.Tensor:
-        return torch.log(torch.exp(z) / torch.exp(z).sum(-1, keepdim=True))
-
-    def picked(logp: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        return logp[torch.arange(len(t)), t.clamp(min=0)]
-
-    return [
-        (lambda z, t: -picked(torch.log_softmax(z, -1), t)[keep(t)].sum(),
-         ("you summed the losses; cross-entropy as a training loss is the MEAN over the "
-         "positions that count.")),
-        (lambda z, t: -(picked(torch.log_softmax(z, -1), t) * keep(t)).sum() / len(t),
-         ("you divided by all positions, ignored ones included. Average over the positions "
-         "whose target is not -100 only.")),
-        (lambda z, t: -picked(torch.log_softmax(z, -1), t).mean(),
-         ("the positions with target -100 must not count at all: leave them out of the sum "
-         "and of the count.")),
-        (lambda z, t: picked(torch.log_softmax(z, -1), t)[keep(t)].mean(),
-         ("the sign is wrong: the loss is MINUS the log-probability of the target, so it is "
-         "never negative.")),
-        (lambda z, t: -picked(torch.log_softmax(z, -1), t)[keep(t)].mean() / math.log(2),
-         "you measured in bits (log base 2); the loss is in nats: use the natural log."),
-        (lambda z, t: -picked(torch.softmax(z, -1), t)[keep(t)].mean(),
-         "you averaged minus the probabilities; the loss is minus the LOG-probability of the target."),
-        (lambda z, t: -picked(torch.log_softmax(z, 0), t)[keep(t)].mean(),
-         ("the softmax is over the wrong dimension: each row (one position) is a distribution "
-         "over the vocabulary, so normalise along the last dimension.")),
-        (lambda z, t: -picked(z, t)[keep(t)].mean(),
-         ("you used the raw logit of the target; turn logits into log-probabilities first "
-         "(subtract the log of the sum of exponentials, logsumexp).")),
-    ]
-
-
-def _run_ce(fn: Any, logits: torch.Tensor, targets: torch.Tensor, what: str) -> None:
-    label = f"cross_entropy(logits of shape {tuple(logits.shape)}, targets {targets.tolist()})"
-    given = [logits.clone(), targets.clone()]
-    ignored = ("a target of -100 is not a token id: it marks a position to ignore. Keep only "
-               "the rows whose target is not -100 (keep = targets != -100) before you pick the "
-               "target's log-probability.")
-    # Where -100 targets are in the input, any error is most likely about them.
-    hints = [("", ignored)] if bool((targets == IGNORE_INDEX).any()) else []
-    out = call(fn, *given, label=label, hints=hints)
-    unchanged(label, given, [logits, targets], ("logits", "targets"))
-    if isinstance(out, torch.Tensor) and out.numel() == 1:
-        got = out.reshape(()).detach()
-    elif isinstance(out, numbers.Real):
-        got = torch.tensor(float(out))
-    else:
+def _run_accum(fn: Any, config: GPTConfig, batches: Batches, lr: float, seed: int,
+               what: str) -> None:
+    torch.manual_seed(seed)
+    weights = {k: v.clone() for k, v in GPT(config).state_dict().items()}
+    for name in weights:  # weights further from 0 than the usual init: every gradient shows
+        weights[name] = weights[name] + 0.05 * torch.randn(weights[name].shape,
+                                                           generator=torch.Generator().manual_seed(seed))
+    weights["lm_head.weight"] = weights["wte.weight"]  # tied, as the model has it
+    kept = [int((y != IGNORE_INDEX).sum()) for _, y in batches]
+    label = (f"accumulated_step(config, weights, micro_batches, lr={lr}) with "
+             f"{len(batches)} micro-batches of {[int(x.shape[0]) for x, _ in batches]} "
+             f"sequences keeping {kept} targets ({what})")
+    given = ({k: v.clone() for k, v in weights.items()},
+             [(x.clone(), y.clone()) for x, y in batches])
+    out = call(fn, config, given[0], given[1], lr, label=label, hints=[
+        ("Missing key", "return model.state_dict() after the step: every key of weights."),
+        ("-100", "targets of -100 are ignored: F.cross_entropy(..., ignore_index=-100)."),
+        ("Target", "targets of -100 are ignored: F.cross_entropy(..., ignore_index=-100).")])
+    if not isinstance(out, dict) or sorted(out) != sorted(weights):
+        missing = sorted(set(weights) - set(out)) if isinstance(out, dict) else None
         raise CheckFailed(
-            f"{label} should return one number (a 0-dimensional tensor), but returned "
-            f"{describe(out)}.\nHint: average the per-position losses to a single number."
-        )
-    expected = _ce_ref(logits, targets)
-    if same(got, expected):
+            f"{label} should return the updated weights as a dict with the same keys as "
+            f"weights (model.state_dict()), but returned {describe(out)}"
+            + (f"; missing {missing[:4]}" if missing else "") + ".")
+    expected = _accum_ref(config, weights, batches, lr)
+    bad = [k for k in expected if not (isinstance(out[k], torch.Tensor)
+                                       and tuple(out[k].shape) == tuple(expected[k].shape)
+                                       and same(out[k].double(), expected[k].double(),
+                                                rtol=1e-4, atol=1e-6))]
+    if not bad:
         return
-    if not torch.isfinite(got):
-        hint = ("your loss is nan or inf on large logits: exp(1000) overflows. Subtract each row's "
-                "maximum before exponentiating (log_softmax(z) = z - max - log(sum(exp(z - max)))), "
-                "or use torch.logsumexp.")
-    else:
-        hint = known_mistake(got, _ce_mistakes(), logits, targets, atol=ATOL) or (
-            "loss = mean over kept positions of -(z[target] - logsumexp(z)).")
-    raise mismatch(f"{label} is wrong for {what}.", round(float(expected), 6), round(float(got), 6), hint)
+    name = bad[0]
+    got = out[name]
+    if not isinstance(got, torch.Tensor):
+        raise mismatch(f"{label}: weights[{name!r}] should be a tensor.", "a tensor", got)
+    hint = None
+    if not torch.isfinite(got).all():
+        hint = ("your weights became nan. A micro-batch whose targets are all -100 has no "
+                "mean (0 / 0): sum the losses of each micro-batch and divide by the number "
+                "of kept targets in ALL micro-batches, which is never 0 here.")
+    if hint is None and torch.equal(got.double(), weights[name].double()):
+        hint = ("the weights did not change: after backward() on every micro-batch, take "
+                "the step, p -= lr * p.grad (inside torch.no_grad()), or optimizer.step().")
+    if hint is None:
+        for mode, why in _ACCUM_MISTAKES:
+            try:
+                wrong = _accum_ref(config, weights, batches, lr, mode)
+            except Exception:  # a mistake that cannot run explains nothing
+                continue
+            if all(same(out[k].double(), wrong[k].double(), rtol=1e-4, atol=1e-6)
+                   for k in wrong if isinstance(out[k], torch.Tensor)):
+                hint = why
+                break
+    raise mismatch(
+        f"{label}: weights[{name!r}] after the step is wrong (first values shown).",
+        head(expected[name], digits=6), head(got, digits=6),
+        hint or "zero the gradients once; for every micro-batch add its summed loss "
+                "divided by the kept targets of all micro-batches, backward(); then one "
+                "SGD step, p -= lr * p.grad.")
 
 
-@register("pretraining.cross_entropy", chapter=CHAPTER, title="Cross-entropy from logits, with ignored targets")
-def check_cross_entropy(fn: Any) -> str:
-    """Small hand-checkable logits, random batches, -100 targets and huge logits, against F.cross_entropy."""
+@register("pretraining.accumulated_step", chapter=CHAPTER, kind="build",
+          title="A training step that accumulates gradients over micro-batches")
+def check_accumulated_step(fn: Any) -> str:
+    """Micro-batches of different sizes and ignored shares through a tiny tied GPT, against
+    one SGD step on the mean loss of the whole batch."""
     g = torch.Generator().manual_seed(8)
-    _run_ce(fn, torch.tensor([[2.0, 1.0, 0.1], [0.5, 2.5, 0.0]]), torch.tensor([0, 2]),
-            "two positions and a 3-token vocabulary")
-    _run_ce(fn, 3 * torch.randn(6, 11, generator=g), torch.randint(0, 11, (6,), generator=g),
-            "random logits")
-    _run_ce(fn, 3 * torch.randn(5, 7, generator=g), torch.tensor([3, IGNORE_INDEX, 0, IGNORE_INDEX, 6]),
-            "targets where -100 marks positions to ignore")
-    _run_ce(fn, torch.tensor([[1000.0, 999.0, 998.0], [-1000.0, -998.0, -999.0]]), torch.tensor([1, 0]),
-            "very large logits (a naive exp overflows)")
-    return ("Matches F.cross_entropy(logits, targets, ignore_index=-100): the mean of -log p(target) "
-            "over the kept positions, in nats, stable for logits of ±1000.")
+    config = GPTConfig(vocab_size=11, n_positions=8, n_embd=8, n_layer=1, n_head=2)
+    _run_accum(fn, config, _accum_batches(g, 11, 6, [3], [0.3]), 0.5, 0,
+               "one micro-batch: the big batch itself")
+    _run_accum(fn, config, _accum_batches(g, 11, 6, [2, 3, 1], [0.1, 0.6, 0.3]), 0.5, 1,
+               "micro-batches that keep different numbers of targets")
+    _run_accum(fn, config, _accum_batches(g, 11, 5, [2, 2, 2], [0.2, 1.0, 0.0]), 0.3, 2,
+               "a micro-batch whose targets are all -100")
+    return ("One step with accumulated gradients equals one SGD step on the whole batch: "
+            "every kept target weighs the same whichever micro-batch holds it, and a "
+            "micro-batch with nothing to predict adds nothing.")
 
 
-# --------------------------------------------------------------------------- bits per byte
+# --------------------------------------------------------------------------- the schedule
 
 
-def _bpb_ref(loss: float, n_tokens: int, n_bytes: int) -> float:
-    return loss * n_tokens / n_bytes / math.log(2)
+def _schedule_mistakes() -> list[Mistake]:
+    def cosine(step: int, max_steps: int, lr: float, min_lr: float, warmup: int,
+               start: int, span: int, floor: float) -> float:
+        progress = min(max((step - start) / max(1, span), 0.0), 1.0)
+        return floor + 0.5 * (lr - floor) * (1 + math.cos(math.pi * progress))
 
+    def warm(step: int, warmup: int, lr: float, plus: int) -> float:
+        return lr * (step + plus) / warmup
 
-def _bpb_mistakes() -> list[Mistake]:
-    return [
-        (lambda loss, t, b: loss * t / b,
-         "that is nats per byte; one bit is ln 2 ≈ 0.693 nats, so divide by math.log(2)."),
-        (lambda loss, t, b: loss / math.log(2),
-         ("that is bits per TOKEN. Spread the token's bits over its bytes: multiply by "
-         "n_tokens / n_bytes.")),
-        (lambda loss, t, b: loss * t / b * math.log(2),
-         "you multiplied by ln 2; a nat is 1/ln 2 ≈ 1.443 bits, so DIVIDE by math.log(2)."),
-        (lambda loss, t, b: loss * b / t / math.log(2),
-         ("the ratio is upside down: the total loss is loss × n_tokens, and that total is "
-         "shared among n_bytes bytes, so multiply by n_tokens / n_bytes.")),
-        (lambda loss, t, b: loss * t / b / math.log(10),
-         "bits use log base 2: divide by math.log(2), not math.log(10)."),
-        (lambda loss, t, b: loss * t / b / math.log10(2),
-         "math.log10(2) converts to base 10 digits; for bits divide by math.log(2) (natural log of 2)."),
-        (lambda loss, t, b: math.exp(loss) * t / b,
-         "exp(loss) is the perplexity, not a number of bits: bits = loss (nats) / ln 2."),
-    ]
-
-
-@register("pretraining.bits_per_byte", chapter=CHAPTER, title="Bits per byte from a per-token loss")
-def check_bits_per_byte(fn: Any) -> str:
-    """Byte-level and BPE-like token/byte ratios; the result must be a plain number."""
-    cases = [
-        (math.log(257), 1000, 1000, "a uniform guess over 257 byte tokens (loss ln 257)"),
-        (2.0, 1000, 1000, "a byte-level model (one token per byte)"),
-        (3.3, 2500, 10000, "a GPT-2-like tokenizer (4 bytes per token)"),
-        (0.75, 3, 7, "small counts"),
-    ]
-    for loss, n_tokens, n_bytes, what in cases:
-        label = f"bits_per_byte(loss={loss:.6g}, n_tokens={n_tokens}, n_bytes={n_bytes})"
-        expected = _bpb_ref(loss, n_tokens, n_bytes)
-        out = number(call(fn, loss, n_tokens, n_bytes, label=label), label, expected)
-        if not close(float(out), expected):
-            hint = known_mistake(float(out), _bpb_mistakes(), loss, n_tokens, n_bytes) or (
-                "bits per byte = loss × n_tokens / n_bytes / ln 2: the total loss in nats, "
-                "shared among the bytes, converted to bits.")
-            raise mismatch(f"{label} is wrong for {what}.", round(expected, 6), round(float(out), 6), hint)
-    return ("Right for byte-level and BPE-like tokenizers: a uniform guess over 257 bytes costs "
-            "log2(257) ≈ 8.006 bits per byte, and the token/byte ratio moves bits between units.")
-
-
-# --------------------------------------------------------------------------- temperature + top-k
-
-
-def _topk_mistakes() -> list[Mistake]:
-    def cut(z: torch.Tensor, k: int) -> torch.Tensor:
-        if k >= z.size(-1):
-            return z
-        kth = torch.topk(z, k, dim=-1).values[..., -1:]
-        return z.masked_fill(z < kth, float("-inf"))
+    def make(plus: int = 1, floor_zero: bool = False, span_all: bool = False,
+             linear: bool = False, no_warmup: bool = False) -> Any:
+        def f(step: int, max_steps: int, lr: float, min_lr: float, warmup: int) -> float:
+            if step < warmup and not no_warmup:
+                return warm(step, warmup, lr, plus)
+            floor = 0.0 if floor_zero else min_lr
+            if step >= max_steps:
+                return floor
+            span = max_steps if span_all else max_steps - warmup
+            if linear:
+                return lr - (lr - floor) * (step - warmup) / max(1, span)
+            return cosine(step, max_steps, lr, min_lr, warmup, 0 if span_all else warmup,
+                          span, floor)
+        return f
 
     return [
-        (lambda z, t, k: torch.softmax(cut(z * t, k), -1),
-         ("you multiplied the logits by the temperature; DIVIDE them by it (a low temperature "
-         "must sharpen the distribution).")),
-        (lambda z, t, k: torch.softmax(cut(z, k), -1),
-         "the temperature is missing: divide the logits by it before the softmax."),
-        (lambda z, t, k: torch.softmax(z / t, -1) * (cut(z, k) > float("-inf")),
-         ("you cut the probabilities to the top k but did not renormalise: the kept ones "
-         "must sum to 1 again (apply the softmax after the cut, or divide by their sum).")),
-        (lambda z, t, k: torch.softmax(cut(z / t, k + 1), -1),
-         "you kept k + 1 tokens; keep exactly the k largest logits."),
-        (lambda z, t, k: torch.softmax(cut(z / t, max(k - 1, 1)), -1),
-         "you kept k - 1 tokens; keep exactly the k largest logits."),
-        (lambda z, t, k: torch.softmax((z / t).masked_fill(cut(z, k) > float("-inf"), float("-inf")), -1),
-         "you removed the k MOST likely tokens; keep them and remove the others."),
-        (lambda z, t, k: torch.softmax(cut(z / t, k).masked_fill(cut(z, k) == float("-inf"), 0.0), -1),
-         ("the cut tokens still get probability: set their logits to -inf (not 0) before the "
-         "softmax, so exp gives exactly 0.")),
-        (lambda z, t, k: torch.softmax(z, -1) / t,
-         "divide the LOGITS by the temperature before the softmax, not the probabilities after it."),
+        (make(plus=0), ("the warmup starts one step late: at step 0 the rate is "
+                        "lr × 1 / warmup_steps, not 0 (a step at rate 0 is wasted), so use "
+                        "(step + 1) / warmup_steps.")),
+        (make(floor_zero=True), ("the cosine ends at min_lr, not at 0: "
+                                 "min_lr + 0.5·(lr − min_lr)·(1 + cos(π·progress)).")),
+        (make(span_all=True), ("the cosine starts where the warmup ends: progress = (step − "
+                               "warmup_steps) / (max_steps − warmup_steps), not step / max_steps.")),
+        (make(linear=True), "that decays in a straight line; the decay follows half a cosine."),
+        (make(no_warmup=True), ("there is no warmup: for step < warmup_steps the rate climbs "
+                                "linearly, lr × (step + 1) / warmup_steps.")),
     ]
 
 
-def _run_topk(fn: Any, logits: torch.Tensor, temperature: float, k: int, what: str) -> None:
-    label = f"top_k_probs(logits of shape {tuple(logits.shape)}, temperature={temperature}, k={k})"
-    given = logits.clone()
-    out = call(fn, given, temperature, k, label=label)
-    unchanged(label, [given], [logits], ["logits"])
-    out = tensor_answer(out, label, shape=logits.shape, hint="return one probability per "
-                        "vocabulary token (cut ones are 0), same shape as logits.")
-    expected = filtered_probs(logits.double(), temperature, top_k=k).float()
-    if same(out, expected, atol=ATOL):
-        return
-    if not torch.isfinite(out).all():
-        hint = ("your probabilities contain nan or inf. Set the logits you cut to -inf and let "
-                "the softmax turn them into exactly 0; check that at least one logit is kept.")
-    else:
-        hint = known_mistake(out, _topk_mistakes(), logits, temperature, k, atol=ATOL) or (
-            "divide the logits by the temperature, set all but the k largest to -inf, then softmax.")
-    raise mismatch(f"{label} is wrong for {what} (first values shown).", head(expected, 8, 5), head(out, 8, 5), hint)
-
-
-@register("pretraining.top_k_probs", chapter=CHAPTER, title="Temperature and top-k: the distribution to sample from")
-def check_top_k_probs(fn: Any) -> str:
-    """Random logits (no ties), 1-D and batched, several temperatures and k, against filtered_probs."""
-    g = torch.Generator().manual_seed(8)
-    _run_topk(fn, torch.tensor([2.0, 1.0, 0.5, -1.0, 3.0]), 1.0, 2, "five logits, temperature 1, k = 2")
-    _run_topk(fn, 2 * torch.randn(40, generator=g), 0.5, 5, "40 random logits, a low temperature")
-    _run_topk(fn, 2 * torch.randn(40, generator=g), 2.0, 10, "40 random logits, a high temperature")
-    _run_topk(fn, 2 * torch.randn(3, 17, generator=g), 0.8, 4, "a batch of 3 rows (cut each row on its own)")
-    _run_topk(fn, 2 * torch.randn(9, generator=g), 1.3, 9, "k equal to the vocabulary size (nothing is cut)")
-    return ("Matches llmbook.generate.filtered_probs(logits, temperature, top_k=k): divide by the "
-            "temperature, keep the k largest logits of each row, softmax; nothing else gets probability.")
+@register("pretraining.lr_schedule", chapter=CHAPTER, kind="formula",
+          title="The learning rate: linear warmup, then a cosine")
+def check_lr_schedule(fn: Any) -> str:
+    """Every step of three schedules (and steps past the end) against llmbook.step.lr_at."""
+    for max_steps, lr, min_lr, warmup in [(100, 1e-3, 1e-4, 10), (20, 3e-3, 0.0, 5),
+                                          (50, 6e-4, 6e-5, 0)]:
+        for step in [*range(max_steps + 3)]:
+            label = (f"lr_at(step={step}, max_steps={max_steps}, lr={lr}, min_lr={min_lr}, "
+                     f"warmup_steps={warmup})")
+            expected = lr_at(step, max_steps, lr, min_lr, warmup)
+            got = number(call(fn, step, max_steps, lr, min_lr, warmup, label=label,
+                              hints=[("division by zero", "with warmup_steps = 0 there is "
+                                      "no warmup: go straight to the cosine.")]),
+                         label, expected)
+            if close(float(got), expected, rel=1e-6, abs_=1e-12):
+                continue
+            hint = None
+            if step >= max_steps:
+                hint = "after max_steps the rate stays at min_lr."
+            hint = hint or known_mistake(float(got), _schedule_mistakes(), step, max_steps, lr,
+                                         min_lr, warmup)
+            raise mismatch(f"{label} is wrong.", expected, float(got),
+                           hint or "warmup: lr·(step + 1)/warmup_steps; then min_lr + "
+                                   "0.5·(lr − min_lr)·(1 + cos(π·progress)) with progress = "
+                                   "(step − warmup_steps)/(max_steps − warmup_steps).")
+    return ("Matches llmbook.step.lr_at at every step of three schedules: a linear warmup "
+            "from lr/warmup_steps to lr, half a cosine down to min_lr, and min_lr after "
+            "the end.")
 
 
 # --------------------------------------------------------------------------- top-p
@@ -388,7 +360,8 @@ def _run_top_p(fn: Any, logits: torch.Tensor, p: float, what: str) -> None:
     raise mismatch(f"{label} is wrong for {what} (first values shown).", head(expected, 8, 5), head(out, 8, 5), hint)
 
 
-@register("pretraining.top_p_probs", chapter=CHAPTER, title="Top-p (nucleus): the smallest set reaching p")
+@register("pretraining.top_p_probs", chapter=CHAPTER, kind="build",
+          title="Top-p (nucleus): the smallest set reaching p")
 def check_top_p_probs(fn: Any) -> str:
     """Hand-made and random logits (totals never exactly p), 1-D and batched, against filtered_probs."""
     g = torch.Generator().manual_seed(8)
@@ -400,3 +373,182 @@ def check_top_p_probs(fn: Any) -> str:
     _run_top_p(fn, 1.5 * torch.randn(4, 12, generator=g), 0.6, "a batch of 4 rows (cut each row on its own)")
     return ("Matches llmbook.generate.filtered_probs(logits, top_p=p): the most likely tokens whose "
             "total first reaches p (the crossing token included), renormalised, each row on its own.")
+# --------------------------------------------------------------------------- min-p
+
+
+def _min_p_ref(logits: torch.Tensor, min_p: float, temperature: float) -> torch.Tensor:
+    probs = torch.softmax(logits.double() / temperature, dim=-1)
+    keep = probs >= min_p * probs.amax(dim=-1, keepdim=True)
+    kept = probs * keep
+    return (kept / kept.sum(-1, keepdim=True)).float()
+
+
+def _min_p_mistakes() -> list[Mistake]:
+    def renorm(p: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        kept = p * keep
+        return (kept / kept.sum(-1, keepdim=True)).float()
+
+    def soft(z: torch.Tensor, t: float) -> torch.Tensor:
+        return torch.softmax(z.double() / t, -1)
+
+    return [
+        (lambda z, m, t: renorm(soft(z, t), soft(z, t) >= m),
+         ("you compared each probability with min_p itself. The threshold scales with the "
+          "most likely token: keep p ≥ min_p × max(p), so a confident model cuts more and "
+          "an unsure one less.")),
+        (lambda z, m, t: (soft(z, t) * (soft(z, t) >= m * soft(z, t).amax(-1, keepdim=True))).float(),
+         ("the kept probabilities must be renormalised to sum to 1: divide them by their "
+          "total (or softmax again with the cut logits set to -inf).")),
+        (lambda z, m, t: renorm(soft(z, t), soft(z, 1.0) >= m * soft(z, 1.0).amax(-1, keepdim=True)),
+         ("you decided what to keep from the probabilities before the temperature. Divide "
+          "the logits by the temperature first, then cut with min_p on those probabilities.")),
+        (lambda z, m, t: renorm(soft(z, 1.0), soft(z, 1.0) >= m * soft(z, 1.0).amax(-1, keepdim=True)),
+         "the temperature is missing: divide the logits by it before the softmax."),
+        (lambda z, m, t: renorm(soft(z, t), soft(z, t) >= m * soft(z, t).max()),
+         ("you took the largest probability of the whole batch; each row is its own "
+          "distribution: use the maximum of each row (amax(dim=-1, keepdim=True)).")),
+        (lambda z, m, t: renorm(soft(z, t), soft(z, t) < m * soft(z, t).amax(-1, keepdim=True)),
+         "you kept the UNLIKELY tokens; keep those with p ≥ min_p × max(p) and drop the rest."),
+    ]
+
+
+def _run_min_p(fn: Any, logits: torch.Tensor, min_p: float, temperature: float, what: str) -> None:
+    label = f"min_p_probs(logits of shape {tuple(logits.shape)}, min_p={min_p}, temperature={temperature})"
+    given = logits.clone()
+    out = call(fn, given, min_p, temperature, label=label)
+    unchanged(label, [given], [logits], ["logits"])
+    out = tensor_answer(out, label, shape=logits.shape, hint="return one probability per "
+                        "vocabulary token (cut ones are 0), same shape as logits.")
+    expected = _min_p_ref(logits, min_p, temperature)
+    if same(out, expected, atol=ATOL):
+        return
+    if not torch.isfinite(out).all():
+        hint = ("a row came out as nan: nothing in it passed your cut. The most likely "
+                "token of every row always passes p ≥ min_p × max(p) when max(p) is the "
+                "row's own largest probability, amax(dim=-1, keepdim=True).")
+    else:
+        hint = known_mistake(out, _min_p_mistakes(), logits, min_p, temperature, atol=ATOL) or (
+            "p = softmax(logits / temperature); keep p ≥ min_p × (the largest p of the row); "
+            "divide the kept ones by their sum.")
+    raise mismatch(f"{label} is wrong for {what} (first values shown).", head(expected, 8, 5),
+                   head(out, 8, 5), hint)
+
+
+@register("pretraining.min_p_probs", chapter=CHAPTER, kind="build",
+          title="Min-p: cut relative to the most likely token")
+def check_min_p_probs(fn: Any) -> str:
+    """Hand-made, random and batched logits (a confident row and a flat one), several
+    temperatures, against min-p's definition."""
+    g = torch.Generator().manual_seed(8)
+    probs = torch.tensor([0.5, 0.25, 0.15, 0.07, 0.03])
+    _run_min_p(fn, probs.log(), 0.2, 1.0,
+               "probabilities [0.5, 0.25, 0.15, 0.07, 0.03] (the cut is 0.1: three are kept)")
+    _run_min_p(fn, 2 * torch.randn(40, generator=g), 0.1, 1.0, "40 random logits")
+    _run_min_p(fn, 2 * torch.randn(40, generator=g), 0.05, 1.5, "40 random logits, temperature 1.5")
+    batch = torch.stack([torch.tensor([6.0, 2.0, 1.0, 0.5, 0.0, -1.0]),
+                         torch.tensor([0.3, 0.2, 0.1, 0.0, -0.1, -2.0])])
+    _run_min_p(fn, batch, 0.3, 0.7, "a confident row and a flat row (cut each on its own)")
+    return ("Matches min-p (Nguyen et al., 2024): keep the tokens whose probability after the "
+            "temperature is at least min_p times the row's largest, renormalised; a confident "
+            "row keeps few tokens and a flat row many.")
+
+
+# --------------------------------------------------------------------------- experiment
+
+MARKOV_VOCAB, MARKOV_T, MARKOV_STEPS, MARKOV_BATCH, MARKOV_BOUND = 32, 16, 200, 16, 0.85
+
+
+def markov_stream(n: int, seed: int) -> torch.Tensor:
+    """``n`` tokens of a made-up language: each of the 32 tokens has two possible next
+    tokens, equally likely (fixed once for all), so the best possible loss is ln 2 ≈ 0.693
+    nats per token."""
+    table = torch.Generator().manual_seed(1234)
+    successors = torch.stack([torch.randperm(MARKOV_VOCAB, generator=table)[:2]
+                              for _ in range(MARKOV_VOCAB)])
+    g = torch.Generator().manual_seed(seed)
+    choice = torch.randint(0, 2, (n,), generator=g).tolist()
+    out, t = [], int(torch.randint(0, MARKOV_VOCAB, (1,), generator=g))
+    for c in choice:
+        out.append(t)
+        t = int(successors[t, c])
+    return torch.tensor(out)
+
+
+def _windows(stream: torch.Tensor, n: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    starts = torch.randint(0, len(stream) - MARKOV_T - 1, (n,), generator=g).tolist()
+    x = torch.stack([stream[s:s + MARKOV_T] for s in starts])
+    y = torch.stack([stream[s + 1:s + MARKOV_T + 1] for s in starts])
+    return x, y
+
+
+def train_markov(settings: dict[str, Any], seed: int = 0) -> dict[str, Any]:
+    """Train a one-block GPT (2 heads, width ``settings["n_embd"]``) on the made-up
+    language: 200 AdamW steps of 16 windows of 16 tokens at ``settings["lr"]``, seeded.
+    Returns the training loss every 25 steps and the held-out loss on 256 windows of a
+    stream the model never saw. This is exactly what the check runs."""
+    torch.manual_seed(seed)
+    train_ids, held_ids = markov_stream(20_000, 1), markov_stream(5_000, 2)
+    model = GPT(GPTConfig(vocab_size=MARKOV_VOCAB, n_positions=MARKOV_T,
+                          n_embd=int(settings["n_embd"]), n_layer=1, n_head=2, dropout=0.0))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=float(settings["lr"]), weight_decay=0.0)
+    g = torch.Generator().manual_seed(seed)
+    losses = []
+    for step in range(MARKOV_STEPS):
+        _, loss = model(*_windows(train_ids, MARKOV_BATCH, g))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        if step % 25 == 0 or step == MARKOV_STEPS - 1:
+            losses.append(round(loss.item(), 4))
+    model.eval()
+    with torch.no_grad():
+        _, held = model(*_windows(held_ids, 256, torch.Generator().manual_seed(99)))
+    return {"train_loss": losses, "held_out_loss": float(held)}
+
+
+def _is_real(value: Any) -> bool:
+    """A real number, not a bool (without narrowing the type, so checks stay typed Any)."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+@register("pretraining.lr_and_width", chapter=CHAPTER, kind="experiment", time_limit=30,
+          title="Choose a learning rate and a width that reach a held-out loss in 200 steps")
+def check_lr_and_width(fn: Any) -> str:
+    """Train with the learner's settings (train_markov, seed 0) and measure held-out loss."""
+    label = "markov_settings()"
+    value = call(fn, label=label)
+    example = "{'lr': 1e-4, 'n_embd': 16}"
+    if not isinstance(value, dict) or sorted(value) != ["lr", "n_embd"]:
+        raise CheckFailed(f"{label} should return a dict with exactly the keys ['lr', "
+                          f"'n_embd'], but returned {describe(value)}.\nHint: for example "
+                          f"{example}.")
+    lr: Any = value["lr"]
+    d: Any = value["n_embd"]
+    if not _is_real(lr) or not 0 < lr <= 1:
+        raise CheckFailed(f"{label}: lr = {lr!r} should be a number between 0 and 1.")
+    if (not _is_real(d) or not float(d).is_integer()
+            or not 2 <= d <= 64 or int(d) % 2):
+        raise CheckFailed(f"{label}: n_embd = {d!r} should be an even whole number from 2 "
+                          f"to 64 (the model has 2 heads).\nHint: for example {example}.")
+    run = train_markov(value)
+    held, curve = run["held_out_loss"], run["train_loss"]
+    shown = f"{{lr={lr:g}, n_embd={int(d)}}}"
+    if math.isfinite(held) and held < MARKOV_BOUND:
+        return (f"{shown}: after {MARKOV_STEPS} steps the held-out loss is {held:.3f} nats "
+                f"(bound {MARKOV_BOUND}; the best possible is ln 2 = {math.log(2):.3f}, a "
+                f"uniform guess ln 32 = {math.log(32):.2f}).")
+    if not math.isfinite(held) or lr >= 0.05:
+        hint = (f"lr = {lr:g} is too large: the steps overshoot and the loss jumps about "
+                f"instead of falling. Try a rate 3 to 10 times smaller.")
+    elif lr < 2e-3:
+        hint = (f"lr = {lr:g} is too small for 200 steps: the loss is still falling when "
+                f"the run ends. Try 3e-3 to 1e-2.")
+    elif d < 8:
+        hint = (f"n_embd = {int(d)} is too narrow: the model must tell 32 tokens apart and "
+                f"say which two follow each, through {int(d)} numbers. Try 16 or 32.")
+    else:
+        hint = "try a learning rate between 3e-3 and 1e-2 with n_embd 16 to 32."
+    raise CheckFailed(
+        f"{label} = {shown} does not reach the bound in {MARKOV_STEPS} steps (seed 0).\n"
+        f"  expected: held-out loss below {MARKOV_BOUND} nats\n  got:      {held:.4f} nats "
+        f"(training loss every 25 steps: {curve})\nHint: {hint}")
