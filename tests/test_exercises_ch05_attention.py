@@ -177,7 +177,10 @@ MISTAKES = {
         (lambda x, wa, ba, wp, bp, h: x @ wa + ba, "x @ weight.T + bias"),
     ],
     "attention.look_back_experiment": [
-        (lambda: {"n_embd": 32, "n_head": 1, "lr": 1e-2, "window": 5}, ("one head", "n_head >= 2", "below 95%")),
+        (
+            lambda: {"n_embd": 32, "n_head": 1, "lr": 1e-2, "window": 5},
+            ("one head", "n_head >= 2", "below 95%", "expected: at least 95%", "got:"),
+        ),
         (lambda: {"n_embd": 32, "n_head": 2, "lr": 1e-2, "window": 4}, "widen the window"),
         (lambda: {"n_embd": 32, "n_head": 2, "lr": 1e-4, "window": 5}, "raise the learning rate"),
         (lambda: {"n_embd": 32, "n_head": 2, "lr": 1e-2, "window": 16}, "smallest window"),

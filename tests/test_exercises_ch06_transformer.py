@@ -233,7 +233,7 @@ MISTAKES = {
     "transformer.reverse_experiment": [
         (
             lambda: {**reverse_settings(), "positions": "none"},
-            ("cannot tell one place from another", "by output position"),
+            ("cannot tell one place from another", "by output position", "expected: at least 95%"),
         ),
         (lambda: {**reverse_settings(), "mask": "causal"}, "use mask 'none'"),
         (lambda: {**reverse_settings(), "lr": 1e-4}, "raise the learning rate"),

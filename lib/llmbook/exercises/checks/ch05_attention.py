@@ -593,12 +593,12 @@ def check_look_back_experiment(fn: Any) -> str:
     )
     worst = min(min(acc) for acc in results.values())
     if worst < LB_TARGET:
-        raise mismatch(
+        raise CheckFailed(
             f"Trained with {settings} for {LB_STEPS} steps, the held-out accuracy ({shown}) "
-            f"is below {LB_TARGET:.0%} for at least one target.",
-            f"at least {LB_TARGET:.0%} for each target on seeds {LB_SEEDS}",
-            f"{worst:.1%} at worst",
-            _look_back_advice(settings, results[min(results, key=lambda s: min(results[s]))]),
+            f"is below {LB_TARGET:.0%} for at least one target.\n"
+            f"  expected: at least {LB_TARGET:.0%} for each target on seeds {LB_SEEDS}\n"
+            f"  got:      {worst:.1%} at worst\n"
+            f"Hint: {_look_back_advice(settings, results[min(results, key=lambda s: min(results[s]))])}"
         )
     if settings["window"] > needed:
         raise CheckFailed(

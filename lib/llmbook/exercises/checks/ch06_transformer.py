@@ -1,11 +1,12 @@
 """Checks for chapter 6, "The transformer: encoder, decoder, and the half that GPT kept".
 
-Four exercises build what the chapter explained but did not write. The linear map that
+Five exercises build what the chapter explained but did not write. The linear map that
 moves a sinusoidal positional encoding k places along (the reason, in Vaswani et al.
 (2017), that relative positions are easy to attend to) is a block-diagonal matrix of
 rotations. The decoder's self-attention mask joins the causal and the padding rules.
 Multi-head cross-attention takes its queries from the decoder and its keys and values
-from the encoder. The experiment hands the check the settings of a one-block encoder
+from the encoder. A whole encoder block, post-norm or pre-norm, is written as one function
+of its weights. The experiment hands the check the settings of a one-block encoder
 (which positional encoding, which mask, width, heads, learning rate) that must learn to
 reverse a sequence; the check trains it on two seeds and measures held-out accuracy.
 
@@ -808,13 +809,14 @@ def check_reverse_experiment(fn: Any) -> str:
     means = {seed: sum(acc) / len(acc) for seed, acc in results.items()}
     for seed, acc in results.items():
         if means[seed] < RV_TARGET or min(acc) < RV_WORST:
-            raise mismatch(
+            raise CheckFailed(
                 f"Trained with {settings} for {RV_STEPS} steps (seed {seed}), the held-out "
                 f"accuracy is {means[seed]:.1%} on average; by output position: "
-                f"{[f'{a:.0%}' for a in acc]}.",
-                f"at least {RV_TARGET:.0%} on average and {RV_WORST:.0%} at every position",
-                f"{means[seed]:.1%} on average, {min(acc):.0%} at worst",
-                _reverse_advice(settings, acc),
+                f"{[f'{a:.0%}' for a in acc]}.\n"
+                f"  expected: at least {RV_TARGET:.0%} on average and {RV_WORST:.0%} at every "
+                f"position\n"
+                f"  got:      {means[seed]:.1%} on average, {min(acc):.0%} at worst\n"
+                f"Hint: {_reverse_advice(settings, acc)}"
             )
     shown = ", ".join(f"seed {seed}: {m:.1%}" for seed, m in means.items())
     return f"With {settings} one encoder block reverses held-out sequences ({shown} of the output tokens right)."
