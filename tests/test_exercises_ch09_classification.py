@@ -7,6 +7,8 @@ import random
 
 import torch
 
+from llmbook.exercises.checks import ch09_classification as ch09
+
 CHAPTER = "09"
 
 
@@ -290,3 +292,10 @@ MISTAKES = {
         (lambda: {"blocks": 1, "lr": "3e-3"}, "positive number"),
     ],
 }
+
+
+def test_the_reference_settings_pass_with_a_margin_and_the_head_alone_fails() -> None:
+    """Seeds 0-2: the reference clears the 90 % target by 5 points, the head alone misses it by 10."""
+    for seed in ch09.EXPERIMENT_SEEDS:
+        assert ch09.train_toy(choose_settings(), seed)["accuracy"] >= ch09.TARGET_ACCURACY + 0.05
+        assert ch09.train_toy({"blocks": 0, "lr": 3e-3}, seed)["accuracy"] <= ch09.TARGET_ACCURACY - 0.1

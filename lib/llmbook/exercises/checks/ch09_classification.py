@@ -270,7 +270,7 @@ def _pool_mistakes(hidden: torch.Tensor, mask: torch.Tensor, how: str) -> list[t
                         "you read position mask.sum(dim=1) - 1, which is the last real token only when "
                         "the padding is on the right. In a left-padded row the real tokens end at the "
                         "last position; find each row's last True position instead, e.g. "
-                        "torch.where(mask, torch.arange(T), -1).max(dim=1)."
+                        "torch.where(mask, torch.arange(T), -1).max(dim=1).values."
                     ),
                 )
             )
