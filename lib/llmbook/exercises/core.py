@@ -57,6 +57,7 @@ CHECK_MODULES: dict[str, str] = {
     "instruction": "ch10_instruction",
     "emergent": "ch11_emergent",
     "scaling": "ch12_scaling",
+    "modern": "ch13_modern",
 }
 """The concept that starts a check's name -> its chapter's module in ``CHECKS_PACKAGE``.
 The module's name starts with ``chNN_``, NN being the chapter its checks belong to."""
