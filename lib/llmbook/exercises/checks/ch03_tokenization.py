@@ -52,10 +52,16 @@ def _gpt2_byte_of() -> dict[str, int]:
     return {c: b for b, c in stand_in.items()}
 
 
-@functools.cache
 def gpt2_merges() -> tuple[list[Pair], list[int]]:
     """GPT-2's 50,000 merges as pairs of token ids, in order (merge k makes id 256 + k),
-    and the id of each byte (GPT-2 numbers the printable bytes first)."""
+    and the id of each byte (GPT-2 numbers the printable bytes first). New lists on every
+    call, so that a caller who changes them changes no one else's."""
+    merges, byte_ids = _gpt2_merges()
+    return list(merges), list(byte_ids)
+
+
+@functools.cache
+def _gpt2_merges() -> tuple[tuple[Pair, ...], tuple[int, ...]]:
     from llmbook.data import data_path
     from llmbook.tokenizers import load_bpe_ranks
 
@@ -68,7 +74,7 @@ def gpt2_merges() -> tuple[list[Pair], list[int]]:
         if ranks[a + b] != 256 + k:
             raise RuntimeError(f"vocab.bpe's merge {k} does not make token {256 + k}")
         merges.append((ranks[a], ranks[b]))
-    return merges, [ranks[bytes([b])] for b in range(256)]
+    return tuple(merges), tuple(ranks[bytes([b])] for b in range(256))
 
 
 @functools.cache
