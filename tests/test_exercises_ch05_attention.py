@@ -203,3 +203,10 @@ def test_the_look_back_reference_passes_with_a_margin_on_seeds_0_to_2_within_bud
 def test_the_look_back_training_is_deterministic() -> None:
     settings = {"n_embd": 16, "n_head": 2, "lr": 3e-3, "window": 5}
     assert train_look_back(settings, 0) == train_look_back(settings, 0)
+
+
+def test_the_training_uses_one_thread_and_gradients_and_restores_both() -> None:
+    threads = torch.get_num_threads()
+    with torch.no_grad():  # as a learner might call check() inside a no_grad block
+        assert min(train_look_back(look_back_settings(), 0)) >= 0.99
+    assert torch.get_num_threads() == threads

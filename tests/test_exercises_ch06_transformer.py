@@ -256,3 +256,10 @@ def test_the_reverse_reference_passes_with_a_margin_on_seeds_0_to_2_within_budge
 def test_the_reverse_training_is_deterministic() -> None:
     settings = {**reverse_settings(), "n_embd": 16, "lr": 3e-3}
     assert train_reverse(settings, 0) == train_reverse(settings, 0)
+
+
+def test_the_training_uses_one_thread_and_gradients_and_restores_both() -> None:
+    threads = torch.get_num_threads()
+    with torch.no_grad():  # as a learner might call check() inside a no_grad block
+        assert min(train_reverse(reverse_settings(), 0)) >= 0.99
+    assert torch.get_num_threads() == threads
