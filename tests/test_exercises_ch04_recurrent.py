@@ -183,9 +183,10 @@ MISTAKES = {
         (lambda d, h, n=1, cell="rnn": "many", (COUNT, "whole number")),
     ],
     "recurrent.remember_16": [
-        # chapter 4's RNN, as it was trained there
+        # an RNN with short gaps mixed in: it learns part of the task, never all of it (not
+        # chapter 4's RNN as trained there, which a lucky seed can pass)
         (
-            lambda: {"cell": "rnn", "lr": 3e-3, "forget_bias": 0.0, "shortest_distance": 16},
+            lambda: {"cell": "rnn", "lr": 3e-3, "forget_bias": 0.0, "shortest_distance": 6},
             (RECALL, "seed 0: ", "cell='lstm'"),
         ),
         # chapter 4's LSTM, as it was trained there

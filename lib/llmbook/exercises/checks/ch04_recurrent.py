@@ -640,8 +640,8 @@ def check_remember_16(fn: Any) -> str:
     if min(accuracies) >= RECALL_TARGET:
         return (
             f"{{{shown}}}: after {RECALL_STEPS} steps the model names the right person "
-            f"16 tokens back ({got}; chance 25%), where chapter 4's RNN and LSTM "
-            f"trained on distance 16 alone stay near chance."
+            f"16 tokens back ({got}; chance 25%), where chapter 4's LSTM, trained on "
+            f"distance 16 alone from PyTorch's default start, stays near chance."
         )
     raise CheckFailed(
         f"{label} = {{{shown}}} does not remember across {RECALL_DISTANCE} tokens after "
