@@ -206,5 +206,7 @@ MISTAKES = {
 def test_the_reference_settings_remember_on_seeds_0_to_2_with_a_margin() -> None:
     from llmbook.exercises.checks.ch04_recurrent import RECALL_TARGET, recall_accuracy
 
+    threads = torch.get_num_threads()
     accuracies = [recall_accuracy(recall_settings(), seed) for seed in (0, 1, 2)]
     assert min(accuracies) >= RECALL_TARGET + 0.05, accuracies
+    assert torch.get_num_threads() == threads  # the caller's thread count is restored

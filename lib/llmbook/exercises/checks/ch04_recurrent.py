@@ -578,21 +578,26 @@ def recall_accuracy(settings: dict[str, Any], seed: int = 0) -> float:
     s = recall_settings(settings, "recall_accuracy(settings)")
     task = recall_task()
     length = RECALL_DISTANCE + task.name_offset
-    torch.manual_seed(seed)
-    model = _RecallModel(task.vocab_size, s["cell"], float(s["forget_bias"]))
-    opt = torch.optim.AdamW(model.parameters(), lr=float(s["lr"]), weight_decay=0.0)
-    gen = torch.Generator().manual_seed(seed)
-    with torch.enable_grad():
-        for _ in range(RECALL_STEPS):
-            distances = torch.randint(s["shortest_distance"], RECALL_DISTANCE + 1, (RECALL_BATCH,), generator=gen)
-            batch = task.sample(RECALL_BATCH, distances, gen, length=length)
-            loss = nn.functional.cross_entropy(model(batch.tokens), batch.answers)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-    test = task.sample(500, RECALL_DISTANCE, torch.Generator().manual_seed(10_016), length=length)
-    with torch.no_grad():
-        return task.accuracy(model.eval()(test.tokens), test.answers)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the same numbers on every machine, and a fair time limit
+    try:
+        torch.manual_seed(seed)
+        model = _RecallModel(task.vocab_size, s["cell"], float(s["forget_bias"]))
+        opt = torch.optim.AdamW(model.parameters(), lr=float(s["lr"]), weight_decay=0.0)
+        gen = torch.Generator().manual_seed(seed)
+        with torch.enable_grad():
+            for _ in range(RECALL_STEPS):
+                distances = torch.randint(s["shortest_distance"], RECALL_DISTANCE + 1, (RECALL_BATCH,), generator=gen)
+                batch = task.sample(RECALL_BATCH, distances, gen, length=length)
+                loss = nn.functional.cross_entropy(model(batch.tokens), batch.answers)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+        test = task.sample(500, RECALL_DISTANCE, torch.Generator().manual_seed(10_016), length=length)
+        with torch.no_grad():
+            return task.accuracy(model.eval()(test.tokens), test.answers)
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _recall_hint(s: dict[str, Any], accuracies: list[float]) -> str:
