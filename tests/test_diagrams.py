@@ -15,8 +15,8 @@ from llmbook.diagrams import Canvas, text_width
 
 ROOT = Path(__file__).resolve().parents[1]
 CHAPTERS = sorted((ROOT / "chapters").glob("[0-9][0-9]_*.ipynb"))
-# chapters 1-12 each have at least one diagram (issue 14); later chapters may add theirs
-ILLUSTRATED = [p for p in CHAPTERS if 1 <= int(p.name[:2]) <= 12]
+# chapters 1-13 each have at least one diagram (issue 14); later chapters may add theirs
+ILLUSTRATED = [p for p in CHAPTERS if 1 <= int(p.name[:2]) <= 13]
 SVG = "{http://www.w3.org/2000/svg}"
 CALL = re.compile(r"\bdiagrams\.([A-Za-z_]\w*)\(")
 
@@ -36,8 +36,8 @@ def referenced() -> dict[str, list[str]]:
     return found
 
 
-def test_there_are_twelve_chapters_to_illustrate():
-    assert [p.name[:2] for p in ILLUSTRATED] == [f"{n:02d}" for n in range(1, 13)]
+def test_there_are_thirteen_chapters_to_illustrate():
+    assert [p.name[:2] for p in ILLUSTRATED] == [f"{n:02d}" for n in range(1, 14)]
 
 
 @pytest.mark.parametrize("path", ILLUSTRATED, ids=lambda p: p.name)
@@ -175,3 +175,58 @@ def test_training_loop_targets_are_the_inputs_shifted_by_one():
     letters = [s for s in drawn if s is not None and len(s) == 1 and not s.isdigit()]
     xs, ys = letters[0::2], letters[1::2]
     assert "".join(xs) == "The␣cat␣" and "".join(ys) == "he␣cat␣s"
+
+
+def _texts(d, *, right: bool | None = None) -> list[str]:
+    """The drawn text of a diagram; with ``right``, only that half of the picture's."""
+    root = ET.fromstring(d.svg)
+    half = float(root.get("viewBox", "").split()[2]) / 2
+    return [t.text or "" for t in root.iter(f"{SVG}text") if right is None or (float(t.get("x", "0")) >= half) == right]
+
+
+def test_modern_block_draws_what_gptconfigs_options_build():
+    """Each column of chapter 13's picture shows the parts the library builds for that config."""
+    from llmbook import GPT, GPTConfig
+    from llmbook.layers import SwiGLU
+
+    small = dict(vocab_size=32, n_positions=16, n_embd=32, n_layer=1, n_head=8)
+    gpt2 = GPT(GPTConfig(**small))
+    llama = GPT(GPTConfig(**small, norm="rmsnorm", positions="rope", mlp="swiglu", n_kv_head=2, bias=False))
+    d = diagrams.modern_block()
+    for model, right in [(gpt2, False), (llama, True)]:
+        drawn = _texts(d, right=right)
+        joined = " ".join(drawn)
+        block = model.h[0]
+        for name, norm in [("ln_1", block.ln_1), ("ln_2", block.ln_2), ("ln_f", model.ln_f)]:
+            assert f"{name}: {type(norm).__name__}" in drawn, (name, right)
+        assert (model.wpe is not None) == ("wpe" in joined)
+        assert isinstance(block.mlp, SwiGLU) == ("SiLU" in drawn and "GELU" not in drawn)
+        assert (block.attn.n_kv_head < block.attn.n_head) == ("GQA" in joined)
+        assert (model.config.positions == "rope") == ("RoPE" in joined)
+        has_bias = any(n.endswith("bias") for n, _ in model.named_parameters())
+        assert has_bias == ("no biases anywhere (bias=False)" not in drawn)
+
+
+def test_grouped_query_attention_groups_query_heads_as_the_library_does():
+    """Query head i is drawn joined to key/value head i // (n_head // n_kv_head), the head that
+    ``repeat_interleave`` in llmbook.attention gives it, and each cache is drawn to scale."""
+    import torch
+
+    for n_kv_head in (2, 4):
+        root = ET.fromstring(diagrams.grouped_query_attention(n_kv_head).svg)
+        lines = [
+            [tuple(map(float, pt.split(","))) for pt in p.get("points", "").split()]
+            for p in root.iter(f"{SVG}polyline")
+        ]
+        panels = [lines[i * 8 : (i + 1) * 8] for i in range(3)]
+        assert len(lines) == 24
+        for panel, h_kv in zip(panels, (8, n_kv_head, 1), strict=True):
+            kv_x = sorted({end[0] for _, end in panel})
+            drawn = [kv_x.index(end[0]) for _, end in sorted(panel)]
+            expected = torch.arange(h_kv).repeat_interleave(8 // h_kv).tolist()
+            assert drawn == expected, (h_kv, drawn)
+        keys = [t for t in root.iter(f"{SVG}text") if t.text == "k"]
+        assert len(keys) == 8 + n_kv_head + 1
+        assert f"1/{8 // n_kv_head} of the multi-head cache" in _texts(diagrams.grouped_query_attention(n_kv_head))
+    with pytest.raises(ValueError, match="n_kv_head"):
+        diagrams.grouped_query_attention(3)

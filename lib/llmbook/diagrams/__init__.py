@@ -11,8 +11,8 @@ single line in a cell tagged ``remove-input``::
     diagrams.gpt_block()
 
 The primitives (boxes, arrows, grids, groups) live in ``llmbook.diagrams.canvas``; the
-architecture pictures in ``models``, the processes in ``pipelines``. Pure Python, no
-dependency: importing this package draws nothing.
+architecture pictures in ``models``, the processes in ``pipelines``, chapter 13's changes
+to GPT-2 in ``modern``. Pure Python, no dependency: importing this package draws nothing.
 """
 
 from llmbook.diagrams.canvas import Canvas, Diagram, text_width
@@ -35,6 +35,7 @@ from llmbook.diagrams.models import (
     lora,
     rnn_unrolled,
 )
+from llmbook.diagrams.modern import grouped_query_attention, modern_block
 from llmbook.diagrams.pipelines import (
     data_parallel_zero,
     llm_stages,
@@ -65,6 +66,8 @@ ALL = {
     "induction_circuit": induction_circuit,
     "preference_pipeline": preference_pipeline,
     "data_parallel_zero": data_parallel_zero,
+    "modern_block": modern_block,
+    "grouped_query_attention": grouped_query_attention,
 }
 
 __all__ = ["ALL", "Canvas", "Diagram", "text_width", *ALL]
