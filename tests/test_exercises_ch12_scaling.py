@@ -7,11 +7,9 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from llmbook import scaling
 from llmbook.exercises.checks import ch12_scaling as checks
-from llmbook.model import IGNORE_INDEX
 
 CHAPTER = "12"
 
@@ -26,27 +24,43 @@ def scaler_step(grads, scale, good_steps, growth_interval):
     return grads, scale, good_steps
 
 
-def accumulated_grad(weights, micro_batches):
-    counted = sum((y != IGNORE_INDEX).sum() for _, y in micro_batches)
-    w = weights.clone().requires_grad_(True)
-    for x, y in micro_batches:
-        logits = (x @ w).flatten(0, 1)
-        loss = F.cross_entropy(logits, y.flatten(), ignore_index=IGNORE_INDEX, reduction="sum")
-        (loss / counted).backward()
-    return w.grad
+def ring_all_reduce(tensors, send):
+    world = len(tensors)
+    chunks = [list(torch.tensor_split(t.clone(), world)) for t in tensors]
+    for step in range(world - 1):  # reduce-scatter
+        for rank in range(world):
+            right, c = (rank + 1) % world, (rank - step) % world
+            chunks[right][c] = chunks[right][c] + send(rank, right, c, chunks[rank][c])
+    for rank in range(world):
+        c = (rank + 1) % world
+        chunks[rank][c] = chunks[rank][c] / world
+    for step in range(world - 1):  # all-gather
+        for rank in range(world):
+            right, c = (rank + 1) % world, (rank + 1 - step) % world
+            chunks[right][c] = send(rank, right, c, chunks[rank][c])
+    return [torch.cat(cs) for cs in chunks]
 
 
-def accumulated_grad_weighted(weights, micro_batches):
-    """Each micro-batch's mean, weighted by its share of the counted tokens: must pass too."""
-    counts = [(y != IGNORE_INDEX).sum() for _, y in micro_batches]
-    total = sum(counts)
-    grad = torch.zeros_like(weights)
-    for (x, y), count in zip(micro_batches, counts, strict=True):
-        w = weights.clone().requires_grad_(True)
-        loss = F.cross_entropy((x @ w).flatten(0, 1), y.flatten(), ignore_index=IGNORE_INDEX)
-        (loss * count / total).backward()
-        grad += w.grad
-    return grad
+def ring_all_reduce_early_mean(tensors, send):
+    """Flat buffers divided by R first, another starting chunk, each step's messages sent
+    before any is delivered: must pass too."""
+    world, n = len(tensors), len(tensors[0])
+    edges = [c * (n // world) + min(c, n % world) for c in range(world + 1)]
+    buffers = [t / world for t in tensors]  # new tensors: the inputs stay as they were
+    for phase in ("reduce-scatter", "all-gather"):
+        for step in range(world - 1):
+            arrived = []
+            for rank in range(world):
+                c = (rank + 2 - step if phase == "all-gather" else rank + 1 - step) % world
+                a, b = edges[c], edges[c + 1]
+                arrived.append((c, send(rank, (rank + 1) % world, c, buffers[rank][a:b])))
+            for rank, (c, values) in enumerate(arrived):
+                right, a, b = (rank + 1) % world, edges[c], edges[c + 1]
+                if phase == "reduce-scatter":
+                    buffers[right][a:b] += values
+                else:
+                    buffers[right][a:b] = values
+    return buffers
 
 
 def zero1_step(param, rank_grads, m_shards, v_shards, step, lr):
@@ -108,7 +122,7 @@ def predict_loss_alpha_grid(run, max_params, target_params):
 
 CORRECT = {
     "scaling.loss_scaler": [scaler_step],
-    "scaling.masked_accumulation": [accumulated_grad, accumulated_grad_weighted],
+    "scaling.ring_all_reduce": [ring_all_reduce, ring_all_reduce_early_mean],
     "scaling.zero1_step": [zero1_step],
     "scaling.compute_optimal": [compute_optimal, scaling.compute_optimal],
     "scaling.scaling_law": [predict_loss, predict_loss_alpha_grid],
@@ -129,18 +143,42 @@ def _scaler(unscale=None, nan_ok=False, reset=True, halve=True, grow=True):
     return step
 
 
-def _accumulate(loss_of):
-    def accumulated(weights, micro_batches):
-        w = weights.clone().requires_grad_(True)
-        for x, y in micro_batches:
-            loss_of(x @ w, y, micro_batches).backward()
-        return w.grad
+def _ring(divide=True, left=False, gather=True, start=1, in_place=False, whole=False, stale=False):
+    """The ring with one mistake: the sum, the left neighbour, the reduce-scatter alone,
+    the all-gather started one chunk off, the inputs' views changed, whole tensors, the
+    sender's own numbers passed on instead of the running sum."""
 
-    return accumulated
+    def ring(tensors, send):
+        world = len(tensors)
+        if whole:  # everyone sends to rank 0, which sends the mean back
+            for rank in range(1, world):
+                send(rank, 0, 0, tensors[rank])
+            mean = torch.stack(tensors).mean(0)
+            for rank in range(1, world):
+                send(0, rank, 0, mean)
+            return [mean.clone() for _ in tensors]
+        side = -1 if left else 1
+        chunks = [list(torch.tensor_split(t if in_place else t.clone(), world)) for t in tensors]
+        for step in range(world - 1):
+            for rank in range(world):
+                nxt, c = (rank + side) % world, (rank - side * step) % world
+                mine = torch.tensor_split(tensors[rank], world)[c] if stale else chunks[rank][c]
+                received = send(rank, nxt, c, mine)
+                if in_place:
+                    chunks[nxt][c] += received
+                else:
+                    chunks[nxt][c] = chunks[nxt][c] + received
+        for rank in range(world):
+            c = (rank + side) % world
+            if divide:
+                chunks[rank][c] = chunks[rank][c] / world
+        for step in range(world - 1 if gather else 0):
+            for rank in range(world):
+                nxt, c = (rank + side) % world, (rank + side * (start - step)) % world
+                chunks[nxt][c] = send(rank, nxt, c, chunks[rank][c])
+        return [torch.cat(cs) for cs in chunks]
 
-
-def _ce(logits, y, reduction="mean", ignore=IGNORE_INDEX):
-    return F.cross_entropy(logits.flatten(0, 1), y.flatten(), ignore_index=ignore, reduction=reduction)
+    return ring
 
 
 def _zero(**kw):
@@ -175,15 +213,17 @@ MISTAKES = {
         (_scaler(grow=False), "double the scale"),
         (lambda g, s, n, i: [x.float() / s for x in g], "triple"),
     ],
-    "scaling.masked_accumulation": [
-        (_accumulate(lambda logits, y, mb: _ce(logits, y) / len(mb)), "chapter's recipe"),
-        (_accumulate(lambda logits, y, mb: _ce(logits, y)), "mean losses"),
-        (
-            _accumulate(lambda logits, y, mb: _ce(logits, y, "sum") / sum(t.numel() for _, t in mb)),
-            "must not count",
-        ),
-        (_accumulate(lambda logits, y, mb: _ce(logits, y, "sum")), "divide the summed token losses"),
-        (lambda w, mb: accumulated_grad(w, mb).tolist(), ("torch.Tensor", "accumulated_grad(weights (4, 5)")),
+    "scaling.ring_all_reduce": [
+        (_ring(divide=False), ("the sum of the ranks' tensors", "expected:", "got:")),
+        (_ring(left=True), ("left neighbour", "ring_all_reduce(<4 ranks, 10 numbers each")),
+        (_ring(gather=False), "reduce-scatter alone"),
+        (_ring(start=0), ("Off by one", "chunk")),
+        (_ring(in_place=True), "tensor_split returns views"),
+        (_ring(whole=True), ("carries a whole tensor", "(R - 1) * n = 30")),
+        (_ring(stale=True), ("sent its own numbers", "reduce-scatter step 1")),
+        (lambda ts, send: [torch.stack(ts).mean(0) for _ in ts], "sent no messages"),
+        (lambda ts, send: ring_all_reduce(ts, send)[0], "should return a list of 4 tensors"),
+        (lambda ts, send: send(0, 1, 0, ts[0].tolist()), "must be a tensor"),
     ],
     "scaling.zero1_step": [
         (_zero(reduce="sum"), "average the ranks' gradients"),

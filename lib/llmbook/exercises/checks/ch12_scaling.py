@@ -2,32 +2,34 @@
 
 Five exercises build what the chapter explained but ran with the library or only
 described: dynamic loss scaling for fp16 (unscale in fp32, skip and halve on overflow,
-grow after a run of good steps), gradient accumulation over micro-batches whose numbers
-of counted (unmasked) tokens differ, one ZeRO-1 Adam step simulated across ranks (average
-the gradients, each rank updates its own shard of the optimizer states, gather the
-weights), the compute-optimal model for a budget (the one formula), and an experiment:
-choose the runs, fit a scaling law to their losses, and predict the loss of a model 100
-times bigger than any run. Each check names the input that failed, shows expected and
-actual values, and recognises the usual mistakes (unscaling in fp16, nan not caught, the
-counter not reset; micro-batch means divided by k, which is only right when every
-micro-batch counts as many tokens; gradients summed instead of averaged, a rank's own
-gradient only, Adam without bias correction, shards not gathered; a pure power law with
-no irreducible loss) by recomputing the answer with that mistake.
+grow after a run of good steps), a ring all-reduce simulated in one process (the ranks
+exchange chunks only through a ``send`` the check passes in, so the check sees every
+message: the reduce-scatter and the all-gather, each R - 1 steps of one chunk to the
+right neighbour), one ZeRO-1 Adam step simulated across ranks (average the gradients,
+each rank updates its own shard of the optimizer states, gather the weights), the
+compute-optimal model for a budget (the one formula), and an experiment: choose the
+runs, fit a scaling law to their losses, and predict the loss of a model 100 times
+bigger than any run. Each check names the input that failed, shows expected and actual
+values, and recognises the usual mistakes (unscaling in fp16, nan not caught, the counter
+not reset; whole tensors sent, messages to the left neighbour, the reduce-scatter alone,
+an all-gather that starts one chunk off, the sum instead of the average, inputs changed
+through tensor_split's views; gradients summed instead of averaged, a rank's own gradient
+only, Adam without bias correction, shards not gathered; a pure power law with no
+irreducible loss) by recomputing the answer with that mistake or reading the messages.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
-from llmbook.exercises.compare import Mistake, close, known_mistake, number, same, tensor_answer
+from llmbook.exercises.compare import Mistake, close, known_mistake, number, same
 from llmbook.exercises.core import CheckFailed, call, describe, mismatch, register
-from llmbook.model import IGNORE_INDEX
 
 CHAPTER = "12"
 
@@ -185,128 +187,251 @@ def check_loss_scaler(fn: Any) -> str:
     )
 
 
-# --------------------------------------------------------------------------- accumulation with masks
+# --------------------------------------------------------------------------- ring all-reduce
 
 
-def _token_loss(weights: torch.Tensor, x: torch.Tensor, y: torch.Tensor, reduction: str) -> torch.Tensor:
-    logits = x @ weights  # (b, T, V)
-    return F.cross_entropy(logits.flatten(0, 1), y.flatten(), ignore_index=IGNORE_INDEX, reduction=reduction)
+def ring_bounds(n: int, world: int) -> list[tuple[int, int]]:
+    """Chunk c's slice [start, end) of n numbers cut into ``world`` chunks as
+    ``torch.tensor_split`` cuts them: the first n % world chunks one number longer."""
+    size, extra = divmod(n, world)
+    starts = [c * size + min(c, extra) for c in range(world + 1)]
+    return list(itertools.pairwise(starts))
 
 
-def _grad(weights: torch.Tensor, loss_of: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
-    w = weights.detach().clone().requires_grad_(True)
-    (grad,) = torch.autograd.grad(loss_of(w), w)
-    return grad
+class Message:
+    """One message of a ring: who sent it to whom, which chunk, and a copy of the values."""
+
+    def __init__(self, src: int, dst: int, chunk: int, values: torch.Tensor) -> None:
+        self.src, self.dst, self.chunk, self.values = src, dst, chunk, values
+
+    def __repr__(self) -> str:
+        return f"send({self.src}, {self.dst}, {self.chunk}, <{self.values.numel()} values>)"
 
 
-def reference_accumulated_grad(
-    weights: torch.Tensor, micro_batches: Sequence[tuple[torch.Tensor, torch.Tensor]]
-) -> torch.Tensor:
-    """The gradient of the mean loss over every counted token of all micro-batches together."""
-    counted = sum(int((y != IGNORE_INDEX).sum()) for _, y in micro_batches)
+class Wire:
+    """What the learner's function receives as ``send``: it records every message and
+    delivers a copy of the values, which it returns (what rank ``dst`` receives)."""
 
-    def loss(w: torch.Tensor) -> torch.Tensor:
-        return sum(_token_loss(w, x, y, "sum") for x, y in micro_batches) / counted  # type: ignore[return-value]
+    def __init__(self, world: int) -> None:
+        self.world = world
+        self.log: list[Message] = []
 
-    return _grad(weights, loss)
+    def __call__(self, src: Any, dst: Any, chunk_index: Any, values: Any) -> torch.Tensor:
+        for name, rank in (("src", src), ("dst", dst), ("chunk_index", chunk_index)):
+            if isinstance(rank, bool) or not isinstance(rank, int) or not 0 <= rank < self.world:
+                raise ValueError(f"send: {name} must be an int from 0 to {self.world - 1}, got {rank!r}")
+        if src == dst:
+            raise ValueError(f"send: rank {src} sent a message to itself")
+        if not isinstance(values, torch.Tensor):
+            raise TypeError(f"send: the values must be a tensor (a chunk), got {type(values).__name__}")
+        copy = values.detach().clone()
+        self.log.append(Message(src, dst, chunk_index, copy))
+        return copy.clone()
 
-
-def _accumulation_variants(weights: torch.Tensor, micro: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> list[Mistake]:
-    k = len(micro)
-    total_tokens = sum(y.numel() for _, y in micro)
-
-    def mean_over_k(w: torch.Tensor) -> torch.Tensor:
-        return sum(_token_loss(w, x, y, "mean") for x, y in micro) / k  # type: ignore[return-value]
-
-    def summed_means(w: torch.Tensor) -> torch.Tensor:
-        return sum(_token_loss(w, x, y, "mean") for x, y in micro)  # type: ignore[return-value]
-
-    def all_tokens(w: torch.Tensor) -> torch.Tensor:
-        return sum(_token_loss(w, x, y, "sum") for x, y in micro) / total_tokens  # type: ignore[return-value]
-
-    def summed(w: torch.Tensor) -> torch.Tensor:
-        return sum(_token_loss(w, x, y, "sum") for x, y in micro)  # type: ignore[return-value]
-
-    return [
-        (
-            _grad(weights, mean_over_k),
-            "that is the chapter's recipe, each micro-batch's mean loss divided by k. It equals the big "
-            "batch's gradient only when every micro-batch counts as many tokens; here they differ. Sum each "
-            "micro-batch's token losses and divide by the number of counted tokens in *all* micro-batches.",
-        ),
-        (
-            _grad(weights, summed_means),
-            "adding the micro-batches' mean losses counts each micro-batch as one "
-            "batch; divide by the counted tokens of all micro-batches together.",
-        ),
-        (
-            _grad(weights, all_tokens),
-            "the targets equal to -100 (padding, prompts) must not count, neither "
-            "in the sum nor in the number you divide by.",
-        ),
-        (
-            _grad(weights, summed),
-            "divide the summed token losses by the number of counted tokens (all "
-            "micro-batches together) to get the mean.",
-        ),
-        (
-            _grad(weights, lambda w: _token_loss(w, micro[-1][0], micro[-1][1], "mean")),
-            "that is the last micro-batch's "
-            "gradient alone: zero the gradient once, before the loop, and let backward() add to it.",
-        ),
-    ]
+    def sent_by(self, rank: int) -> list[Message]:
+        return [m for m in self.log if m.src == rank]
 
 
-def _accumulation_cases() -> list[tuple[str, torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]]:
-    g = torch.Generator().manual_seed(7)
+def _partial(tensors: Sequence[torch.Tensor], ranks: Sequence[int], a: int, b: int) -> torch.Tensor:
+    return sum((tensors[q][a:b] for q in ranks), torch.zeros(b - a, dtype=tensors[0].dtype))
+
+
+def ring_schedule(tensors: Sequence[torch.Tensor], offset: int = 0) -> list[list[tuple[int, int, torch.Tensor]]]:
+    """For each rank, the messages (dst, chunk, sum of the values) a ring sends, in order.
+
+    At reduce-scatter step s, rank r sends chunk (r + offset - s) mod R, holding the sum of
+    ranks r - s to r; at all-gather step s it sends the complete chunk (r + offset + 1 - s)
+    mod R. A message may carry these sums or the sums divided by R (averaged early)."""
+    world, n = len(tensors), len(tensors[0])
+    bounds = ring_bounds(n, world)
+    plan: list[list[tuple[int, int, torch.Tensor]]] = []
+    for r in range(world):
+        mine = []
+        for s in range(world - 1):
+            c = (r + offset - s) % world
+            mine.append(((r + 1) % world, c, _partial(tensors, [(r - k) % world for k in range(s + 1)], *bounds[c])))
+        for s in range(world - 1):
+            c = (r + offset + 1 - s) % world
+            mine.append(((r + 1) % world, c, _partial(tensors, range(world), *bounds[c])))
+        plan.append(mine)
+    return plan
+
+
+def reference_ring_all_reduce(tensors: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """The average of the ranks' tensors, on every rank."""
+    mean = torch.stack(list(tensors)).mean(dim=0)
+    return [mean.clone() for _ in tensors]
+
+
+def _ring_cases() -> list[tuple[str, list[torch.Tensor]]]:
+    g = torch.Generator().manual_seed(2012)
     cases = []
-    for name, d, vocab, shapes in (
-        ("3 micro-batches of 2 sequences, padded differently", 4, 5, [(2, 6), (2, 6), (2, 6)]),
-        ("micro-batches of 1, 3 and 2 sequences", 3, 7, [(1, 5), (3, 5), (2, 5)]),
-        ("one micro-batch", 2, 3, [(4, 3)]),
-    ):
-        w = torch.randn(d, vocab, generator=g, dtype=torch.float64)
-        micro = []
-        for i, (b, T) in enumerate(shapes):
-            x = torch.randn(b, T, d, generator=g, dtype=torch.float64)
-            y = torch.randint(vocab, (b, T), generator=g)
-            y[:, T - 1 - i :] = IGNORE_INDEX  # padding: a different amount per micro-batch
-            y[0, 0] = IGNORE_INDEX  # and a masked prompt token
-            micro.append((x, y))
-        cases.append((name, w, micro))
+    for world, n in ((4, 10), (2, 5), (5, 13), (8, 1003)):
+        sizes = ", ".join(str(b - a) for a, b in ring_bounds(n, world))
+        name = f"{world} ranks, {n} numbers each" + (f" (chunks of {sizes})" if world <= 5 else "")
+        cases.append((name, [torch.randn(n, generator=g, dtype=torch.float64) for _ in range(world)]))
     return cases
 
 
-@register(
-    "scaling.masked_accumulation", chapter=CHAPTER, kind="build", title="Gradient accumulation with masked tokens"
-)
-def check_masked_accumulation(fn: Any) -> str:
-    """Micro-batches of different sizes and different numbers of counted tokens."""
-    for name, w, micro in _accumulation_cases():
-        label = f"accumulated_grad(weights {tuple(w.shape)}, <{name}>)"
-        got = call(fn, w.clone(), [(x.clone(), y.clone()) for x, y in micro], label=label)
-        expected = reference_accumulated_grad(w, micro)
-        got = tensor_answer(got, label, expected=expected, hint="return the gradient, a tensor shaped like weights.")
-        if got.shape != expected.shape:
+def _ring_result(got: Any, label: str, world: int, n: int) -> list[torch.Tensor]:
+    if isinstance(got, torch.Tensor) or not isinstance(got, (list, tuple)) or len(got) != world:
+        raise CheckFailed(
+            f"{label} should return a list of {world} tensors, one per rank, but returned {describe(got)}."
+        )
+    for r, t in enumerate(got):
+        if not isinstance(t, torch.Tensor) or t.shape != (n,):
             raise mismatch(
-                f"{label} has the wrong shape.",
-                f"shape {tuple(expected.shape)}",
-                got,
-                "return the gradient with respect to weights, of the same shape.",
+                f"{label}[{r}] should be rank {r}'s result, a tensor of shape ({n},).",
+                f"a tensor of shape ({n},)",
+                t,
+                "join the rank's chunks back together with torch.cat.",
             )
-        if not same(got, expected):
-            raise mismatch(
-                f"{label} is not the big batch's gradient.",
-                expected,
-                got,
-                known_mistake(got, _accumulation_variants(w, micro))
-                or "for each micro-batch: loss = cross_entropy(..., ignore_index=-100, reduction='sum') / "
-                "(counted tokens in all micro-batches); loss.backward(); return weights.grad.",
+    return list(got)
+
+
+def _check_messages(label: str, tensors: list[torch.Tensor], wire_: Wire) -> None:
+    """Fail unless the messages are a ring's: right neighbours, one chunk each, the right
+    number per rank, and the partial sums a ring passes on."""
+    world, n = len(tensors), len(tensors[0])
+    bounds = ring_bounds(n, world)
+    rounds = 2 * (world - 1)
+    if not wire_.log:
+        raise CheckFailed(
+            f"{label} sent no messages. The ranks may exchange data only through "
+            f"send(src, dst, chunk_index, values): in a ring, each rank sends {rounds} messages "
+            f"(2(R - 1) for R = {world}), each one chunk of about n / R numbers, to its right "
+            f"neighbour (src + 1) % R."
+        )
+    for m in wire_.log:
+        size = bounds[m.chunk][1] - bounds[m.chunk][0]
+        if m.values.numel() == n and size != n:
+            raise CheckFailed(
+                f"{label}: {m!r} carries a whole tensor.\n"
+                f"  expected: chunk {m.chunk} alone, {size} numbers\n"
+                f"  got:      {n} numbers\n"
+                "Hint: sending whole tensors (to one rank that adds them up and sends the result back) "
+                f"makes that rank receive and send (R - 1) * n = {(world - 1) * n} numbers. A ring cuts "
+                "each tensor into R chunks and sends one chunk per message: 2 (R - 1) chunks per rank, "
+                f"about {2 * (world - 1) * n // world} numbers, on every rank alike."
             )
-    return (
-        "Correct: the accumulated gradient equals the big batch's, however the counted tokens are spread "
-        "over the micro-batches."
-    )
+        if m.dst != (m.src + 1) % world:
+            left = m.dst == (m.src - 1) % world
+            raise CheckFailed(
+                f"{label}: {m!r} goes from rank {m.src} to rank {m.dst}.\n"
+                f"  expected: a message to rank {(m.src + 1) % world}, its right neighbour\n"
+                f"  got:      a message to rank {m.dst}\n"
+                "Hint: "
+                + (
+                    "that is the left neighbour: in this ring every rank sends to (src + 1) % R "
+                    "and receives from (src - 1) % R."
+                    if left
+                    else "every message goes to the sender's right neighbour, (src + 1) % R."
+                )
+            )
+        if m.values.shape != (size,):
+            raise CheckFailed(
+                f"{label}: {m!r} has the wrong size for chunk {m.chunk}.\n"
+                f"  expected: a 1-D tensor of {size} numbers, chunk {m.chunk} of torch.tensor_split(t, {world})\n"
+                f"  got:      {describe(m.values)}\n"
+                f"Hint: cut each tensor with torch.tensor_split(t, {world}): chunks of "
+                + ", ".join(str(b - a) for a, b in bounds)
+                + " numbers; send one chunk per message."
+            )
+    counts = [len(wire_.sent_by(r)) for r in range(world)]
+    if any(c != rounds for c in counts):
+        only_half = all(c == world - 1 for c in counts)
+        raise CheckFailed(
+            f"{label}: the ranks sent {counts} messages.\n"
+            f"  expected: {rounds} messages from every rank ({world - 1} in the reduce-scatter, "
+            f"{world - 1} in the all-gather)\n  got:      {counts}\n"
+            "Hint: "
+            + (
+                "that is the reduce-scatter alone: after it, each rank holds the sum of one chunk "
+                "only. The all-gather's R - 1 steps pass the finished chunks round the ring, so "
+                "that every rank ends with all of them."
+                if only_half
+                else "each phase takes R - 1 steps, and in each step every rank sends one chunk."
+            )
+        )
+    offset = wire_.sent_by(0)[0].chunk
+    plan = ring_schedule(tensors, offset)
+    for r in range(world):
+        for k, (m, (_, chunk, total)) in enumerate(zip(wire_.sent_by(r), plan[r], strict=True)):
+            phase, s = ("reduce-scatter", k) if k < world - 1 else ("all-gather", k - world + 1)
+            if m.chunk != chunk:
+                hint = (
+                    f"at all-gather step s, rank r sends the chunk it finished, (r + {offset + 1} - s) % R "
+                    f"here: after the reduce-scatter, rank r holds the complete chunk one past the one "
+                    f"it sent first. Off by one, it passes on a chunk that is still a partial sum."
+                    if phase == "all-gather" and (m.chunk - chunk) % world in (1, world - 1)
+                    else f"at reduce-scatter step s, rank r sends chunk (r - s) % R (shifted by "
+                    f"{offset}, as rank 0's first message was): the chunk it has just added its "
+                    "neighbour's values to."
+                )
+                raise CheckFailed(
+                    f"{label}: rank {r}'s message {k + 1} ({phase} step {s}) carries the wrong chunk.\n"
+                    f"  expected: chunk {chunk}\n  got:      {m!r}\nHint: {hint}"
+                )
+            if not (same(m.values, total) or same(m.values, total / world)):
+                ranks = [(r - q) % world for q in range(s + 1)] if phase == "reduce-scatter" else []
+                own = tensors[r][slice(*ring_bounds(n, world)[chunk])]
+                if same(m.values, own) or same(m.values, own / world):
+                    hint = (
+                        f"rank {r} sent its own numbers of chunk {chunk}: add each received chunk to "
+                        "the receiver's copy, and send that running sum on at the next step."
+                    )
+                elif phase == "reduce-scatter":
+                    hint = (
+                        f"at this step the chunk should hold the sum of ranks {ranks}'s numbers: the "
+                        "receiver adds what arrives to its own copy of the same chunk index."
+                    )
+                else:
+                    hint = "in the all-gather, the receiver replaces its copy of the chunk with the one that arrives."
+                raise mismatch(
+                    f"{label}: rank {r}'s message {k + 1} ({phase} step {s}, chunk {chunk}) is wrong.",
+                    total,
+                    m.values,
+                    hint,
+                )
+
+
+@register("scaling.ring_all_reduce", chapter=CHAPTER, kind="build", title="A ring all-reduce, simulated")
+def check_ring_all_reduce(fn: Any) -> str:
+    """2, 4, 5 and 8 ranks, lengths that R does not divide; the messages and the results."""
+    summary = ""
+    for name, tensors in _ring_cases():
+        world, n = len(tensors), len(tensors[0])
+        label = f"ring_all_reduce(<{name}>, send)"
+        given = [t.clone() for t in tensors]
+        wire_ = Wire(world)
+        got = call(fn, given, wire_, label=label)
+        if not all(torch.equal(a, b) for a, b in zip(given, tensors, strict=True)) or len(given) != world:
+            raise CheckFailed(
+                f"{label} changed the tensors it was given. Each rank's gradient is the caller's: copy "
+                "it first (t.clone()); torch.tensor_split returns views, so `chunk += received` on them "
+                "writes into the input."
+            )
+        _check_messages(label, tensors, wire_)
+        got = _ring_result(got, label, world, n)
+        expected = reference_ring_all_reduce(tensors)
+        for r in range(world):
+            if not same(got[r], expected[r]):
+                total = expected[r] * world
+                if same(got[r], total):
+                    hint = "that is the sum of the ranks' tensors: divide by R for the average."
+                elif same(got[r], tensors[r]):
+                    hint = "that is rank r's own tensor: return each rank's buffer after both phases."
+                else:
+                    hint = "each rank should end with the mean of all the ranks' tensors."
+                raise mismatch(f"{label}[{r}] is not the average.", expected[r], got[r], hint)
+        if world == 8:
+            values = sum(m.values.numel() for m in wire_.sent_by(0))
+            summary = (
+                f"with {world} ranks of {n} numbers, each rank sent {2 * (world - 1)} messages, "
+                f"{values} numbers in all (about 2 (R - 1) / R * n), where gathering the tensors on one "
+                f"rank makes it receive {(world - 1) * n} numbers and send as many"
+            )
+    return f"Correct: every message a chunk to the right neighbour, the average on every rank; {summary}."
 
 
 # --------------------------------------------------------------------------- ZeRO-1 Adam step
