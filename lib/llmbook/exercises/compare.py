@@ -15,9 +15,10 @@ holds the same non-finite value in the same position.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import numbers
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, cast
 
 import torch
@@ -36,6 +37,21 @@ computes it) and the hint that fixes it."""
 
 
 # --------------------------------------------------------------------------- equality
+
+
+@contextlib.contextmanager
+def one_thread() -> Iterator[None]:
+    """Run a check's training on one thread, then give the caller its thread count back.
+
+    An experiment check trains the learner's settings; on one thread the numbers are the
+    same on every machine and the time limit is fair however many cores there are.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def is_int(value: Any) -> bool:

@@ -34,6 +34,7 @@ from llmbook.exercises.compare import (
     head,
     is_int,
     known_mistake,
+    one_thread,
     same,
     tensor_answer,
     tensor_tuple,
@@ -93,9 +94,7 @@ def train_bottleneck(code_size: int, hidden: int, lr: float, steps: int, seed: i
     exercise notebook. Returns the test reconstruction loss, the mean training loss of
     every 100 steps, and the nearest-neighbour accuracy of the code on the test digits."""
     x_train, _, x_test, _ = digits()
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the same numbers on every machine, and a fair time limit
-    try:
+    with one_thread():  # the same numbers on every machine
         with torch.enable_grad():
             torch.manual_seed(seed)
             encoder = nn.Sequential(nn.Linear(64, hidden), nn.ReLU(), nn.Linear(hidden, code_size))
@@ -117,8 +116,6 @@ def train_bottleneck(code_size: int, hidden: int, lr: float, steps: int, seed: i
         with torch.no_grad():
             test_loss = ((decoder(encoder(x_test)) - x_test) ** 2).mean().item()
             accuracy = knn_accuracy(encoder(x_train), encoder(x_test))
-    finally:
-        torch.set_num_threads(threads)
     return {"accuracy": accuracy, "test_loss": test_loss, "curve": curve}
 
 

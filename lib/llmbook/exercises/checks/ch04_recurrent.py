@@ -23,6 +23,7 @@ from torch import nn
 from llmbook.exercises.compare import (
     head,
     known_mistake,
+    one_thread,
     same,
     tensor_answer,
     tensor_tuple,
@@ -578,9 +579,7 @@ def recall_accuracy(settings: dict[str, Any], seed: int = 0) -> float:
     s = recall_settings(settings, "recall_accuracy(settings)")
     task = recall_task()
     length = RECALL_DISTANCE + task.name_offset
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the same numbers on every machine, and a fair time limit
-    try:
+    with one_thread():  # the same numbers on every machine
         torch.manual_seed(seed)
         model = _RecallModel(task.vocab_size, s["cell"], float(s["forget_bias"]))
         opt = torch.optim.AdamW(model.parameters(), lr=float(s["lr"]), weight_decay=0.0)
@@ -596,8 +595,6 @@ def recall_accuracy(settings: dict[str, Any], seed: int = 0) -> float:
         test = task.sample(500, RECALL_DISTANCE, torch.Generator().manual_seed(10_016), length=length)
         with torch.no_grad():
             return task.accuracy(model.eval()(test.tokens), test.answers)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _recall_hint(s: dict[str, Any], accuracies: list[float]) -> str:

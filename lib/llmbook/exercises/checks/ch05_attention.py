@@ -32,6 +32,7 @@ from llmbook.exercises.compare import (
     first_rows,
     is_int,
     known_mistake,
+    one_thread,
     same,
     tensor_answer,
     unchanged,
@@ -469,53 +470,48 @@ def train_look_back(settings: dict[str, Any], seed: int) -> list[float]:
     target; Adam for ``LB_STEPS`` steps on random sequences of ``LB_VOCAB`` tokens,
     deterministic for a seed. About 0.5 CPU seconds at the reference settings.
     """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the same numbers on every machine, and a fair time limit
-    try:
-        with torch.enable_grad():
-            d, n_head, lr, window = (settings[k] for k in LB_KEYS)
-            V, T, L, m = LB_VOCAB, LB_T, len(LOOK_BACK), max(LOOK_BACK)
-            gen = torch.Generator().manual_seed(seed)
+    with one_thread(), torch.enable_grad():  # the same numbers on every machine
+        d, n_head, lr, window = (settings[k] for k in LB_KEYS)
+        V, T, L, m = LB_VOCAB, LB_T, len(LOOK_BACK), max(LOOK_BACK)
+        gen = torch.Generator().manual_seed(seed)
 
-            def param(*shape: int, std: float) -> torch.Tensor:
-                return (std * torch.randn(*shape, generator=gen)).requires_grad_(True)
+        def param(*shape: int, std: float) -> torch.Tensor:
+            return (std * torch.randn(*shape, generator=gen)).requires_grad_(True)
 
-            p = {
-                "wte": param(V, d, std=0.3),
-                "wpe": param(T, d, std=0.3),
-                "w_attn": param(3 * d, d, std=d**-0.5),
-                "w_proj": param(d, d, std=d**-0.5),
-                "w_out": param(L * V, d, std=d**-0.5),
-            }
-            mask = reference_window_mask(T, window)
-            hd = d // n_head
+        p = {
+            "wte": param(V, d, std=0.3),
+            "wpe": param(T, d, std=0.3),
+            "w_attn": param(3 * d, d, std=d**-0.5),
+            "w_proj": param(d, d, std=d**-0.5),
+            "w_out": param(L * V, d, std=d**-0.5),
+        }
+        mask = reference_window_mask(T, window)
+        hd = d // n_head
 
-            def forward(x: torch.Tensor) -> torch.Tensor:  # (B, T) -> (B, T - m, L, V)
-                B = x.shape[0]
-                h = p["wte"][x] + p["wpe"]
-                q, k, v = (h @ p["w_attn"].T).split(d, dim=-1)
-                q, k, v = (z.view(B, T, n_head, hd).transpose(1, 2) for z in (q, k, v))
-                scores = (q @ k.transpose(-2, -1) / math.sqrt(hd)).masked_fill(~mask, float("-inf"))
-                y = (torch.softmax(scores, dim=-1) @ v).transpose(1, 2).reshape(B, T, d)
-                h = h + y @ p["w_proj"].T
-                return (h @ p["w_out"].T).view(B, T, L, V)[:, m:]
+        def forward(x: torch.Tensor) -> torch.Tensor:  # (B, T) -> (B, T - m, L, V)
+            B = x.shape[0]
+            h = p["wte"][x] + p["wpe"]
+            q, k, v = (h @ p["w_attn"].T).split(d, dim=-1)
+            q, k, v = (z.view(B, T, n_head, hd).transpose(1, 2) for z in (q, k, v))
+            scores = (q @ k.transpose(-2, -1) / math.sqrt(hd)).masked_fill(~mask, float("-inf"))
+            y = (torch.softmax(scores, dim=-1) @ v).transpose(1, 2).reshape(B, T, d)
+            h = h + y @ p["w_proj"].T
+            return (h @ p["w_out"].T).view(B, T, L, V)[:, m:]
 
-            def targets(x: torch.Tensor) -> torch.Tensor:  # (B, T - m, L)
-                return torch.stack([x[:, m - lag : T - lag] for lag in LOOK_BACK], dim=-1)
+        def targets(x: torch.Tensor) -> torch.Tensor:  # (B, T - m, L)
+            return torch.stack([x[:, m - lag : T - lag] for lag in LOOK_BACK], dim=-1)
 
-            optimizer = torch.optim.Adam(p.values(), lr=lr)
-            for _ in range(LB_STEPS):
-                x = torch.randint(V, (LB_BATCH, T), generator=gen)
-                loss = F.cross_entropy(forward(x).reshape(-1, V), targets(x).reshape(-1))
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
-            held_out = torch.randint(V, (512, T), generator=torch.Generator().manual_seed(1000 + seed))
-            with torch.no_grad():
-                right = forward(held_out).argmax(dim=-1) == targets(held_out)
-            return [round(a, 3) for a in right.float().mean(dim=(0, 1)).tolist()]
-    finally:
-        torch.set_num_threads(threads)
+        optimizer = torch.optim.Adam(p.values(), lr=lr)
+        for _ in range(LB_STEPS):
+            x = torch.randint(V, (LB_BATCH, T), generator=gen)
+            loss = F.cross_entropy(forward(x).reshape(-1, V), targets(x).reshape(-1))
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        held_out = torch.randint(V, (512, T), generator=torch.Generator().manual_seed(1000 + seed))
+        with torch.no_grad():
+            right = forward(held_out).argmax(dim=-1) == targets(held_out)
+        return [round(a, 3) for a in right.float().mean(dim=(0, 1)).tolist()]
 
 
 def _look_back_settings(value: Any) -> dict[str, Any]:

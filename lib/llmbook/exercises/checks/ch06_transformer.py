@@ -32,6 +32,7 @@ from llmbook.exercises.compare import (
     first_rows,
     is_int,
     known_mistake,
+    one_thread,
     same,
     tensor_answer,
     unchanged,
@@ -686,57 +687,52 @@ def train_reverse(settings: dict[str, Any], seed: int) -> list[float]:
     ``RV_STEPS`` steps on random sequences; deterministic for a seed. About 0.7 CPU
     seconds at width 32.
     """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the same numbers on every machine, and a fair time limit
-    try:
-        with torch.enable_grad():
-            positions, mask_kind, d, n_head, lr = (settings[k] for k in RV_KEYS)
-            V, T = RV_VOCAB, RV_T
-            gen = torch.Generator().manual_seed(seed)
+    with one_thread(), torch.enable_grad():  # the same numbers on every machine
+        positions, mask_kind, d, n_head, lr = (settings[k] for k in RV_KEYS)
+        V, T = RV_VOCAB, RV_T
+        gen = torch.Generator().manual_seed(seed)
 
-            def param(*shape: int, std: float) -> torch.Tensor:
-                return (std * torch.randn(*shape, generator=gen)).requires_grad_(True)
+        def param(*shape: int, std: float) -> torch.Tensor:
+            return (std * torch.randn(*shape, generator=gen)).requires_grad_(True)
 
-            p = {
-                "wte": param(V, d, std=1.0),
-                "w_attn": param(3 * d, d, std=d**-0.5),
-                "w_proj": param(d, d, std=d**-0.5),
-                "w_up": param(4 * d, d, std=d**-0.5),
-                "w_down": param(d, 4 * d, std=(4 * d) ** -0.5),
-                "w_out": param(V, d, std=d**-0.5),
-            }
-            if positions == "learned":
-                p["wpe"] = param(T, d, std=1.0)
-            fixed = reference_sinusoidal(T, d).float() if positions == "sinusoidal" else torch.zeros(T, d)
-            mask = torch.ones(T, T, dtype=torch.bool)
-            if mask_kind == "causal":
-                mask = mask.tril()
-            hd = d // n_head
+        p = {
+            "wte": param(V, d, std=1.0),
+            "w_attn": param(3 * d, d, std=d**-0.5),
+            "w_proj": param(d, d, std=d**-0.5),
+            "w_up": param(4 * d, d, std=d**-0.5),
+            "w_down": param(d, 4 * d, std=(4 * d) ** -0.5),
+            "w_out": param(V, d, std=d**-0.5),
+        }
+        if positions == "learned":
+            p["wpe"] = param(T, d, std=1.0)
+        fixed = reference_sinusoidal(T, d).float() if positions == "sinusoidal" else torch.zeros(T, d)
+        mask = torch.ones(T, T, dtype=torch.bool)
+        if mask_kind == "causal":
+            mask = mask.tril()
+        hd = d // n_head
 
-            def forward(x: torch.Tensor) -> torch.Tensor:  # (B, T) ids -> (B, T, V) logits
-                B = x.shape[0]
-                h = p["wte"][x] + (p["wpe"] if positions == "learned" else fixed)
-                q, k, v = (F.layer_norm(h, (d,)) @ p["w_attn"].T).split(d, dim=-1)
-                q, k, v = (z.view(B, T, n_head, hd).transpose(1, 2) for z in (q, k, v))
-                scores = (q @ k.transpose(-2, -1) / math.sqrt(hd)).masked_fill(~mask, float("-inf"))
-                y = (torch.softmax(scores, dim=-1) @ v).transpose(1, 2).reshape(B, T, d)
-                h = h + y @ p["w_proj"].T
-                h = h + F.gelu(F.layer_norm(h, (d,)) @ p["w_up"].T) @ p["w_down"].T
-                return F.layer_norm(h, (d,)) @ p["w_out"].T
+        def forward(x: torch.Tensor) -> torch.Tensor:  # (B, T) ids -> (B, T, V) logits
+            B = x.shape[0]
+            h = p["wte"][x] + (p["wpe"] if positions == "learned" else fixed)
+            q, k, v = (F.layer_norm(h, (d,)) @ p["w_attn"].T).split(d, dim=-1)
+            q, k, v = (z.view(B, T, n_head, hd).transpose(1, 2) for z in (q, k, v))
+            scores = (q @ k.transpose(-2, -1) / math.sqrt(hd)).masked_fill(~mask, float("-inf"))
+            y = (torch.softmax(scores, dim=-1) @ v).transpose(1, 2).reshape(B, T, d)
+            h = h + y @ p["w_proj"].T
+            h = h + F.gelu(F.layer_norm(h, (d,)) @ p["w_up"].T) @ p["w_down"].T
+            return F.layer_norm(h, (d,)) @ p["w_out"].T
 
-            optimizer = torch.optim.Adam(p.values(), lr=lr)
-            for _ in range(RV_STEPS):
-                x = torch.randint(V, (RV_BATCH, T), generator=gen)
-                loss = F.cross_entropy(forward(x).reshape(-1, V), x.flip(1).reshape(-1))
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
-            held_out = torch.randint(V, (512, T), generator=torch.Generator().manual_seed(1000 + seed))
-            with torch.no_grad():
-                right = forward(held_out).argmax(dim=-1) == held_out.flip(1)
-            return [round(a, 3) for a in right.float().mean(dim=0).tolist()]
-    finally:
-        torch.set_num_threads(threads)
+        optimizer = torch.optim.Adam(p.values(), lr=lr)
+        for _ in range(RV_STEPS):
+            x = torch.randint(V, (RV_BATCH, T), generator=gen)
+            loss = F.cross_entropy(forward(x).reshape(-1, V), x.flip(1).reshape(-1))
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        held_out = torch.randint(V, (512, T), generator=torch.Generator().manual_seed(1000 + seed))
+        with torch.no_grad():
+            right = forward(held_out).argmax(dim=-1) == held_out.flip(1)
+        return [round(a, 3) for a in right.float().mean(dim=0).tolist()]
 
 
 def _reverse_settings(value: Any) -> dict[str, Any]:

@@ -18,7 +18,16 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from llmbook.exercises.compare import Mistake, known_mistake, same, tensor_answer, tensor_tuple, unchanged, whole_number
+from llmbook.exercises.compare import (
+    Mistake,
+    known_mistake,
+    one_thread,
+    same,
+    tensor_answer,
+    tensor_tuple,
+    unchanged,
+    whole_number,
+)
 from llmbook.exercises.core import CheckFailed, call, describe, mismatch, register
 
 CHAPTER = "13"
@@ -397,9 +406,7 @@ def _exp_run(options: dict[str, Any], lr: float) -> tuple[float, float]:
         model = GPT(config)
     optimizer = configure_optimizer(model, lr=lr, weight_decay=0.1)
     g = torch.Generator().manual_seed(0)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with one_thread():  # the same numbers on every machine
         for _ in range(EXP_STEPS):
             i = torch.randint(len(train) - t - 1, (EXP_BATCH,), generator=g)
             x = torch.stack([train[j : j + t] for j in i])
@@ -416,8 +423,6 @@ def _exp_run(options: dict[str, Any], lr: float) -> tuple[float, float]:
         model.eval()
         with torch.no_grad():
             per = F.cross_entropy(model(x)[0].transpose(1, 2), y, reduction="none").mean(0)
-    finally:
-        torch.set_num_threads(threads)
     return per[:t].mean().item(), per[t:].mean().item()
 
 
