@@ -151,3 +151,68 @@ def test_code_lines_fit_the_page(path):
         "characters (ruff format --line-length 88, then split comments and strings):\n"
         + "\n".join(too_long)
     )
+
+
+MAX_CELL_LINES = 25  # a code cell a reader sees at once (DESIGN.md, "Code a reader can read")
+MAX_DEFINITION_LINES = 50  # a longer cell is allowed only if it is the thing being taught
+HIDDEN_INPUT = {"hide-input", "remove-input", "remove-cell", "hide-cell"}
+CHAPTERS = [p for p in NOTEBOOKS if p.parent.name == "chapters"]
+
+
+def cell_length(source: str) -> tuple[int, float]:
+    """(lines a reader reads, share of them inside top-level def/class).
+
+    Blank lines and import statements are not counted: a list of imports is read at a
+    glance. Decorators and docstrings count as part of their definition.
+    """
+    import ast
+
+    tree = ast.parse(source)
+    imports: set[int] = set()
+    definitions: set[int] = set()
+    for node in tree.body:
+        span = set(range(node.lineno, (node.end_lineno or node.lineno) + 1))
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            imports |= span
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            start = min([node.lineno] + [d.lineno for d in node.decorator_list])
+            definitions |= set(range(start, (node.end_lineno or node.lineno) + 1))
+    read = [
+        number
+        for number, line in enumerate(source.splitlines(), start=1)
+        if line.strip() and number not in imports
+    ]
+    inside = sum(1 for number in read if number in definitions)
+    return len(read), (inside / len(read) if read else 0.0)
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_code_cells_a_reader_sees_are_short(path):
+    """A visible cell over 25 lines must be a definition (the thing taught), up to 50.
+
+    Drawing, table printing and other plumbing go to the library or a `hide-input` cell;
+    an experiment that grew long is split at its seams, with a sentence between.
+    """
+    too_long = []
+    for index, cell in enumerate(load(path)["cells"]):
+        if cell["cell_type"] != "code":
+            continue
+        if HIDDEN_INPUT & set(cell.get("metadata", {}).get("tags", [])):
+            continue
+        source = "".join(cell["source"])
+        lines, in_definitions = cell_length(source)
+        if lines <= MAX_CELL_LINES:
+            continue
+        if in_definitions >= 0.8 and lines <= MAX_DEFINITION_LINES:
+            continue
+        first = next(line for line in source.splitlines() if line.strip())
+        too_long.append(
+            f"  cell {index}: {lines} lines, {in_definitions:.0%} in def/class: {first[:50]}"
+        )
+    assert not too_long, (
+        f"{path.relative_to(ROOT)}: {len(too_long)} visible code cells over "
+        f"{MAX_CELL_LINES} lines that are not a definition of at most "
+        f"{MAX_DEFINITION_LINES} lines (80 % in def/class). Split them at their seams, "
+        "move drawing and table printing to llmbook.viz or tag the cell hide-input:\n"
+        + "\n".join(too_long)
+    )
