@@ -8,9 +8,10 @@ the book in a fraction of the time:
 * the notebooks are the ones the build executes: every notebook in ``_toc.yml`` that is not
   excluded by ``execute.exclude_patterns`` in ``_config.yml`` (the exercises, which raise
   until a reader solves them);
-* each is executed by the function the build itself uses (``jupyter_cache``'s
-  ``single_nb_execution``), in the notebook's own folder, with the timeout and error policy
-  of ``_config.yml``;
+* each is executed as the build itself does (``jupyter_cache``'s ``single_nb_execution``:
+  nbclient, in the notebook's own folder, with the timeout and error policy of
+  ``_config.yml``), except that the client waits for the kernel in one-second slices, which
+  avoids nbclient's stall on cells with widgets (``sliced`` says more);
 * each executed notebook is stored in the build's cache (``execute.cache``), keyed by the
   hash of its code, so ``jupyter-book build`` then finds it and only renders it.
 
@@ -30,9 +31,11 @@ import concurrent.futures as cf
 import json
 import multiprocessing
 import os
+import queue
 import resource
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path, PurePosixPath
 
 import yaml
@@ -80,10 +83,79 @@ def _cpu(usage) -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+SLICE_SECONDS = 1.0  # how long one wait on a kernel channel lasts before it looks again
+
+
+def sliced(get_msg: Callable[..., Awaitable[dict]], slice_seconds: float = SLICE_SECONDS):
+    """Wrap a channel's ``get_msg`` so that one long wait becomes many short ones.
+
+    nbclient waits for a cell's reply with one ``get_msg(timeout=<cell timeout>)``. When a
+    cell shows an ipywidget, that wait sometimes misses the reply that has already arrived
+    and returns only at the timeout (jupyter/nbclient#312): the notebook is correct but
+    takes 15 minutes longer. Polling again every ``slice_seconds`` finds the waiting
+    message; the overall timeout (``None``: wait for ever) is kept.
+    """
+
+    async def get(timeout: float | None = None) -> dict:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = slice_seconds if deadline is None else deadline - time.monotonic()
+            try:
+                return await get_msg(timeout=max(0.0, min(slice_seconds, left)))
+            except queue.Empty:
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise
+
+    return get
+
+
+def _client_class():
+    """nbclient's NotebookClient whose shell and iopub waits are ``sliced``."""
+    from nbclient import NotebookClient
+
+    class SlicedWaitClient(NotebookClient):
+        async def async_start_new_kernel_client(self):
+            kc = await super().async_start_new_kernel_client()
+            for channel in (kc.shell_channel, kc.iopub_channel):
+                channel.get_msg = sliced(channel.get_msg)
+            return kc
+
+    return SlicedWaitClient
+
+
+def execute_notebook(nb, cwd: str, timeout: int | None, allow_errors: bool):
+    """Execute ``nb`` in place as jupyter-cache's ``single_nb_execution`` does.
+
+    Same options (a notebook's own ``metadata.execution`` overrides the timeout and error
+    policy), same errors caught; only the client waits in slices (see ``sliced``).
+    Returns (seconds, error or None, traceback text or None).
+    """
+    import traceback
+
+    from nbclient.exceptions import CellExecutionError, CellTimeoutError
+
+    own = nb.metadata.get("execution", {})
+    timeout = own.get("timeout", timeout)
+    allow_errors = own.get("allow_errors", allow_errors)
+    client = _client_class()(
+        nb,
+        resources={"metadata": {"path": cwd}},
+        timeout=timeout,
+        allow_errors=allow_errors,
+        record_timing=False,
+    )
+    started = time.perf_counter()
+    error = text = None
+    try:
+        client.execute()
+    except (CellExecutionError, CellTimeoutError) as err:
+        error, text = err, traceback.format_exc()
+    return time.perf_counter() - started, error, text
+
+
 def _execute(path: str, timeout: int | None, allow_errors: bool, threads: str | None) -> dict:
     """Run in a worker process: execute one notebook and return it with its time and error."""
     import nbformat
-    from jupyter_cache.executors.utils import single_nb_execution
 
     # The kernel inherits this process's environment. MPLBACKEND=Agg (set for the tests)
     # would stop ipykernel from choosing its inline backend, and the pages would lose
@@ -94,18 +166,12 @@ def _execute(path: str, timeout: int | None, allow_errors: bool, threads: str | 
     nb = nbformat.reads(Path(path).read_text(encoding="utf-8"), as_version=4)
     # The kernel is this process's child: its CPU time is counted once it has exited.
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    result = single_nb_execution(
-        nb,
-        cwd=str(Path(path).parent),
-        timeout=timeout,
-        allow_errors=allow_errors,
-        meta_override=True,
-    )
+    seconds, error, text = execute_notebook(nb, str(Path(path).parent), timeout, allow_errors)
     return {
-        "notebook": nbformat.writes(nb) if result.err is None else None,
-        "seconds": round(result.time, 1),
+        "notebook": nbformat.writes(nb) if error is None else None,
+        "seconds": round(seconds, 1),
         "cpu_seconds": round(_cpu(resource.RUSAGE_CHILDREN) - _cpu(before), 1),
-        "error": result.exc_string,
+        "error": text,
     }
 
 
