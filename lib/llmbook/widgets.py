@@ -343,14 +343,20 @@ class AnalogyExplorer(_FigureApp):
             raise ValueError(f"vectors should be ({len(vocab)}, dim), one row per vocabulary word; "
                              f"got shape {tuple(vectors.shape)}")
         self.vectors, self.vocab, self.k = vectors.detach().float().cpu(), vocab, k
-        box = {"continuous_update": False, "layout": widgets.Layout(width="190px")}
-        self.a = widgets.Text(value=a, description="a", **box)
-        self.b = widgets.Text(value=b, description="is to b", **box)
-        self.c = widgets.Text(value=c, description="as c", **box)
-        self.word = widgets.Text(value=word, description="neighbours of", **box)
+        # Labels as wide as their words ("initial"), boxes of one width; the row wraps
+        # on a narrow page (the book's column is about 690 px) instead of cutting a box off.
+        def box(value: str, label: str) -> Any:
+            return widgets.Text(value=value, description=label, continuous_update=False,
+                                style={"description_width": "initial"},
+                                layout=widgets.Layout(width="210px", margin="2px 12px 2px 0"))
+
+        self.a, self.b, self.c = box(a, "a"), box(b, "is to b"), box(c, "as c")
+        self.word = box(word, "neighbours of")
         self.output = widgets.Output()
         self.figure = Figure(figsize=(11, 4.2))
-        self.widget = widgets.VBox([widgets.HBox([self.a, self.b, self.c, self.word]), self.output])
+        row = widgets.HBox([self.a, self.b, self.c, self.word],
+                           layout=widgets.Layout(flex_flow="row wrap"))
+        self.widget = widgets.VBox([row, self.output])
         for control in (self.a, self.b, self.c, self.word):
             control.observe(self._on_change, names="value")
         self.render()
