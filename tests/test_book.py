@@ -216,3 +216,41 @@ def test_code_cells_a_reader_sees_are_short(path):
         "move drawing and table printing to llmbook.viz or tag the cell hide-input:\n"
         + "\n".join(too_long)
     )
+
+
+MAX_DRAWING_LINES = 10  # matplotlib lines a reader may see in one cell
+_DRAWING = re.compile(r"^\s*(plt|fig|ax\w*|axes\w*|twin|cbar)\b")
+
+
+def drawing_lines(source: str) -> int:
+    """Lines of top-level statements that draw: calls on plt/fig/ax, and loops of them."""
+    import ast
+
+    tree = ast.parse(source)
+    count = 0
+    for node in tree.body:
+        segment = ast.get_source_segment(source, node) or ""
+        body = getattr(node, "body", None) if isinstance(node, ast.For) else None
+        draws = bool(_DRAWING.match(segment)) or bool(
+            body and all(_DRAWING.match(ast.get_source_segment(source, b) or "") for b in body)
+        )
+        if draws:
+            count += segment.count("\n") + 1
+    return count
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_figure_drawing_is_hidden(path):
+    """A figure's drawing code is plumbing: the reader sees the figure, and the code behind
+    a "show code" toggle (`hide-input`), or a library call (llmbook.viz)."""
+    shown = [
+        f"  cell {index} ({cell.get('id')}): {lines} lines of drawing"
+        for index, cell in enumerate(load(path)["cells"])
+        if cell["cell_type"] == "code"
+        and not HIDDEN_INPUT & set(cell.get("metadata", {}).get("tags", []))
+        and (lines := drawing_lines("".join(cell["source"]))) >= MAX_DRAWING_LINES
+    ]
+    assert not shown, (
+        f"{path.relative_to(ROOT)}: figure drawing in view; move it to its own cell tagged "
+        "hide-input (or into llmbook.viz):\n" + "\n".join(shown)
+    )
