@@ -396,7 +396,7 @@ def _exp_run(options: dict[str, Any], lr: float) -> tuple[float, float]:
     positions 0 .. T-1 and T .. 2T-1 of windows of 2T."""
     from llmbook.config import GPTConfig
     from llmbook.model import GPT
-    from llmbook.step import configure_optimizer
+    from llmbook.step import NextTokenLoss, TrainStep
 
     train, val, vocab = _exp_data()
     t = EXP_T
@@ -404,19 +404,16 @@ def _exp_run(options: dict[str, Any], lr: float) -> tuple[float, float]:
     with torch.random.fork_rng():
         torch.manual_seed(0)
         model = GPT(config)
-    optimizer = configure_optimizer(model, lr=lr, weight_decay=0.1)
+    # The library's step at a constant learning rate (AdamW, gradients clipped to norm 1).
+    stepper = TrainStep(model, NextTokenLoss(), lr=lr, min_lr=lr, max_steps=EXP_STEPS, warmup_steps=0,
+                        weight_decay=0.1, precision="fp32")
     g = torch.Generator().manual_seed(0)
     with one_thread():  # the same numbers on every machine
-        for _ in range(EXP_STEPS):
+        for number in range(EXP_STEPS):
             i = torch.randint(len(train) - t - 1, (EXP_BATCH,), generator=g)
             x = torch.stack([train[j : j + t] for j in i])
             y = torch.stack([train[j + 1 : j + t + 1] for j in i])
-            _, loss = model(x, y)
-            assert loss is not None
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
+            stepper.step(number, [(x, y)])
         starts = torch.linspace(0, len(val) - 2 * t - 2, 64).long()
         x = torch.stack([val[s : s + 2 * t] for s in starts])
         y = torch.stack([val[s + 1 : s + 2 * t + 1] for s in starts])
