@@ -254,3 +254,22 @@ def test_figure_drawing_is_hidden(path):
         f"{path.relative_to(ROOT)}: figure drawing in view; move it to its own cell tagged "
         "hide-input (or into llmbook.viz):\n" + "\n".join(shown)
     )
+
+
+LAB_VOICE = re.compile(
+    r"\b(in our (runs?|trials?)|in (my|these) runs?|honestly|I (ran|tried|found|measured|saw))\b",
+    re.IGNORECASE,
+)
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_prose_teaches_instead_of_reporting_a_run(path):
+    """The book's voice (DESIGN.md): "we measure ...", not a lab report's "in our runs ..."."""
+    found = [
+        f"  cell {index}: ...{text[max(0, m.start() - 40):m.end() + 40]}..."
+        for index, cell in enumerate(load(path)["cells"])
+        if cell["cell_type"] == "markdown"
+        for text in ["".join(cell["source"]).replace("\n", " ")]
+        for m in LAB_VOICE.finditer(text)
+    ]
+    assert not found, f"{path.relative_to(ROOT)}: lab-report voice in the prose:\n" + "\n".join(found)
