@@ -263,6 +263,7 @@ class Visit:
             "math_errors": [],
             "widget_views": 0,
             "code_overflow": 0,
+            "output_overflow": [],
             "widgets_rendered": 0,
             "launch_menu": [],
         }
@@ -320,6 +321,8 @@ FACTS = """() => {
     math_rendered: q('.math mjx-container').length,
     math_errors: q('mjx-merror').map(e => e.getAttribute('data-mjx-error') || e.textContent).slice(0, 5),
     code_overflow: q('div.cell_input pre').filter(e => e.scrollWidth > e.clientWidth + 1).length,
+    output_overflow: q('div.cell_output pre').filter(e => e.scrollWidth > e.clientWidth + 1)
+      .map(e => e.textContent.split('\\n').reduce((a, l) => l.length > a.length ? l : a, '').slice(0, 80)),
     widget_views: q('script[type="application/vnd.jupyter.widget-view+json"]').length,
     widgets_rendered: q('.jupyter-widgets').length,
     launch_menu: q('.dropdown-launch-buttons a').map(a => a.href),
@@ -419,6 +422,17 @@ def test_code_cells_fit_the_page_without_a_scroll_bar(visits, page):
     assert overflowing == 0, (
         f"{page}: {overflowing} code cells scroll sideways; the code font in _static/custom.css "
         "must fit 88 characters in the article column"
+    )
+
+
+@pytest.mark.parametrize("page", NOTEBOOK_PAGES)
+def test_printed_output_wraps_instead_of_scrolling(visits, page):
+    """A long printed line (token ids, a message) wraps at the column's edge (custom.css)."""
+    overflowing = visits[page].facts["output_overflow"]
+    assert not overflowing, (
+        f"{page}: {len(overflowing)} outputs scroll sideways; div.cell_output pre in "
+        "_static/custom.css should wrap (white-space: pre-wrap). Their longest lines:\n"
+        + "\n".join(overflowing)
     )
 
 
