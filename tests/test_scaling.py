@@ -103,3 +103,32 @@ def test_measured_throughput_is_consistent():
     assert t.tokens_per_second == pytest.approx(32 / t.seconds_per_step)
     assert t.flops_per_second == pytest.approx(6 * model.num_parameters() * t.tokens_per_second)
     assert all(p.grad is None for p in model.parameters())
+
+
+def test_peak_memory_counts_what_a_call_allocates_at_its_peak():
+    from llmbook.scaling import peak_memory
+
+    mib = 2**20
+
+    def two_buffers_at_once() -> None:
+        a = torch.empty(mib, dtype=torch.uint8)  # 1 MiB
+        b = torch.empty(2 * mib, dtype=torch.uint8)  # 2 MiB more while a lives
+        del a, b
+
+    def one_after_the_other() -> None:
+        for n in (mib, 2 * mib):
+            torch.empty(n, dtype=torch.uint8)  # each freed before the next
+
+    assert 3 * mib <= peak_memory(two_buffers_at_once) < 3.2 * mib
+    assert 2 * mib <= peak_memory(one_after_the_other) < 2.2 * mib
+    assert peak_memory(lambda: None) == 0
+
+
+def test_peak_memory_gives_stderr_back(capfd):
+    import os
+
+    from llmbook.scaling import peak_memory
+
+    peak_memory(lambda: torch.ones(10))
+    os.write(2, b"still here\n")
+    assert "still here" in capfd.readouterr().err

@@ -16,14 +16,17 @@ Three rules of thumb carry most of the planning of a training run:
 
 The functions here compute these quantities from a parameter count, so the chapter can
 set GPT-2 and GPT-3 side by side without building either, and ``measure_throughput``
-times a few real training steps to turn FLOPs into hours.
+times a few real training steps to turn FLOPs into hours. ``peak_memory`` measures what
+one call allocates (chapter 5 weighs attention with it).
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -148,6 +151,49 @@ def clock(device: torch.device | str = "cpu") -> Callable[[], float]:
             return time.perf_counter()
         return cuda_time
     return time.process_time
+
+
+@contextlib.contextmanager
+def _quiet_stderr() -> Iterator[None]:
+    """Send the process's stderr (file descriptor 2) to /dev/null for a moment.
+
+    PyTorch's profiler writes a few log lines from C++ on every run, below Python's
+    ``sys.stderr``, so only swapping the descriptor itself keeps a page clean.
+    """
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def peak_memory(fn: Callable[[], object], device: torch.device | str = "cpu") -> int:
+    """Peak bytes PyTorch allocates while ``fn()`` runs, above what was allocated before.
+
+    On a GPU the allocator keeps the statistic (``torch.cuda.max_memory_allocated``). On a
+    CPU nothing does, so the profiler records every allocation (+) and free (-) of
+    PyTorch's allocator and we add them up in order. Tools that watch Python's own
+    allocations, like ``tracemalloc``, do not see tensors at all.
+    """
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        start = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        fn()
+        torch.cuda.synchronize(device)
+        return torch.cuda.max_memory_allocated(device) - start
+    with _quiet_stderr(), torch.autograd.profiler.profile(profile_memory=True) as prof:
+        fn()
+    events = [e for e in prof.kineto_results.events() if e.name() == "[memory]"]
+    live = peak = 0
+    for event in sorted(events, key=lambda e: e.start_ns()):
+        live += event.nbytes()
+        peak = max(peak, live)
+    return peak
 
 
 def interleaved_timings(variants: dict[str, Callable[[], object]], repeats: int = 5, warmup: int = 1,
