@@ -37,6 +37,7 @@ from llmbook.diagrams.models import (
 )
 from llmbook.diagrams.modern import grouped_query_attention, modern_block
 from llmbook.diagrams.pipelines import (
+    data_parallel,
     data_parallel_zero,
     llm_stages,
     preference_pipeline,
@@ -65,6 +66,7 @@ ALL = {
     "lora": lora,
     "induction_circuit": induction_circuit,
     "preference_pipeline": preference_pipeline,
+    "data_parallel": data_parallel,
     "data_parallel_zero": data_parallel_zero,
     "modern_block": modern_block,
     "grouped_query_attention": grouped_query_attention,

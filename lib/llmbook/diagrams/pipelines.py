@@ -215,14 +215,13 @@ def preference_pipeline() -> Diagram:
     )
 
 
-def data_parallel_zero(n_gpus: int = 4) -> Diagram:
-    """Chapter 12: data parallelism (split the batch, all-reduce the gradients) and ZeRO's shards."""
+def _check_gpus(n_gpus: int) -> None:
     if not 2 <= n_gpus <= 4:
         raise ValueError(f"n_gpus must be 2, 3 or 4 to fit the picture, got {n_gpus}")
-    from llmbook.scaling import ZERO_STAGES
 
-    c = Canvas("data_parallel_zero", 760, 500)
-    col, x0 = 560 / n_gpus, 180
+
+def _split_and_reduce(c: Canvas, n_gpus: int, x0: float, col: float, reduce_text: str) -> None:
+    """The data-parallel row: batch slices → one model copy per GPU → one all-reduce."""
     c.text(20, 38, "one batch", size=13, anchor="start", bold=True)
     c.text(20, 110, "data parallel:\na full copy of\nthe model on\nevery GPU", size=12, anchor="start", colour=LINE)
     ranks = []
@@ -232,17 +231,40 @@ def data_parallel_zero(n_gpus: int = 4) -> Diagram:
         rank = c.box(x + 10, 84, col - 20, 56, f"GPU {k}: model\n→ gradient g{k}", size=13)
         c.arrow(part.cx, part.bottom, rank.cx, rank.y)
         ranks.append(rank)
-    reduce = c.box(
-        x0 + 10,
-        172,
-        n_gpus * col - 20,
-        40,
-        "all-reduce: every GPU receives the mean gradient, makes the same step",
-        kind="stream",
-        size=13,
-    )
+    reduce = c.box(x0 + 10, 172, n_gpus * col - 20, 40, reduce_text, kind="stream", size=13)
     for rank in ranks:
         c.arrow(rank.cx, rank.bottom, rank.cx, reduce.y)
+
+
+def data_parallel(n_gpus: int = 2) -> Diagram:
+    """Chapter 12: data parallelism alone (split the batch, all-reduce the gradients, same step)."""
+    _check_gpus(n_gpus)
+    c = Canvas("data_parallel", 760, 270)
+    mean = " + ".join(f"g{k}" for k in range(n_gpus))
+    _split_and_reduce(c, n_gpus, 180, 560 / n_gpus, f"all-reduce: every GPU receives ({mean}) / {n_gpus}")
+    c.text(470, 246, "the same gradient, the same update → the copies stay identical", size=13, colour=MUTED)
+    return c.finish(
+        alt=(
+            f"Data parallelism on {n_gpus} GPUs: one batch is split into {n_gpus} slices; each GPU "
+            "runs its own full copy of the model on its slice and computes a gradient; an "
+            "all-reduce gives every GPU the mean of the gradients, so every copy takes the same "
+            "step and the copies stay identical."
+        ),
+        caption=(
+            "Data parallelism: each GPU (a rank) computes the gradient of its slice of the batch; "
+            "the all-reduce averages them, so every copy makes the same update."
+        ),
+    )
+
+
+def data_parallel_zero(n_gpus: int = 4) -> Diagram:
+    """Chapter 12: data parallelism (split the batch, all-reduce the gradients) and ZeRO's shards."""
+    _check_gpus(n_gpus)
+    from llmbook.scaling import ZERO_STAGES
+
+    c = Canvas("data_parallel_zero", 760, 500)
+    col, x0 = 560 / n_gpus, 180
+    _split_and_reduce(c, n_gpus, x0, col, "all-reduce: every GPU receives the mean gradient, makes the same step")
     c.text(20, 250, f"What each GPU keeps ({n_gpus} GPUs)", size=14, anchor="start", bold=True)
     parts = [("weights", PALETTE["layer"][1]), ("gradients", STREAM), ("optimizer states", PALETTE["data"][1])]
     lx = 330.0
