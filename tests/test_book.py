@@ -1,5 +1,6 @@
 """Book hygiene: the table of contents, stripped notebooks, the Colab set-up cell, links."""
 
+import ast
 import json
 import re
 from pathlib import Path
@@ -159,14 +160,20 @@ HIDDEN_INPUT = {"hide-input", "remove-input", "remove-cell", "hide-cell"}
 CHAPTERS = [p for p in NOTEBOOKS if p.parent.name == "chapters"]
 
 
+def visible_code_cells(path):
+    """(index, cell, source) of the code cells whose code the site shows."""
+    for index, cell in enumerate(load(path)["cells"]):
+        tags = set(cell.get("metadata", {}).get("tags", []))
+        if cell["cell_type"] == "code" and not HIDDEN_INPUT & tags:
+            yield index, cell, "".join(cell["source"])
+
+
 def cell_length(source: str) -> tuple[int, float]:
     """(lines a reader reads, share of them inside top-level def/class).
 
     Blank lines and import statements are not counted: a list of imports is read at a
     glance. Decorators and docstrings count as part of their definition.
     """
-    import ast
-
     tree = ast.parse(source)
     imports: set[int] = set()
     definitions: set[int] = set()
@@ -194,12 +201,7 @@ def test_code_cells_a_reader_sees_are_short(path):
     an experiment that grew long is split at its seams, with a sentence between.
     """
     too_long = []
-    for index, cell in enumerate(load(path)["cells"]):
-        if cell["cell_type"] != "code":
-            continue
-        if HIDDEN_INPUT & set(cell.get("metadata", {}).get("tags", [])):
-            continue
-        source = "".join(cell["source"])
+    for index, _cell, source in visible_code_cells(path):
         lines, in_definitions = cell_length(source)
         if lines <= MAX_CELL_LINES:
             continue
@@ -224,8 +226,6 @@ _DRAWING = re.compile(r"^\s*(plt|fig|ax\w*|axes\w*|twin|cbar)\b")
 
 def drawing_lines(source: str) -> int:
     """Lines of top-level statements that draw: calls on plt/fig/ax, and loops of them."""
-    import ast
-
     tree = ast.parse(source)
     count = 0
     for node in tree.body:
@@ -245,10 +245,8 @@ def test_figure_drawing_is_hidden(path):
     a "show code" toggle (`hide-input`), or a library call (llmbook.viz)."""
     shown = [
         f"  cell {index} ({cell.get('id')}): {lines} lines of drawing"
-        for index, cell in enumerate(load(path)["cells"])
-        if cell["cell_type"] == "code"
-        and not HIDDEN_INPUT & set(cell.get("metadata", {}).get("tags", []))
-        and (lines := drawing_lines("".join(cell["source"]))) >= MAX_DRAWING_LINES
+        for index, cell, source in visible_code_cells(path)
+        if (lines := drawing_lines(source)) >= MAX_DRAWING_LINES
     ]
     assert not shown, (
         f"{path.relative_to(ROOT)}: figure drawing in view; move it to its own cell tagged "

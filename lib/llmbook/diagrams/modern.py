@@ -49,13 +49,17 @@ def _column(c: Canvas, x0: float, width: float, llama: bool) -> None:
         c.arrow(src.x, y, sx + 11, y)
         c.circle(sx, y, 11, "+", kind="stream", size=16)
 
+    def norm_tap(y: float, label: str) -> Box:
+        """A norm reading the stream at height y (highlighted in the Llama-style block)."""
+        if llama:
+            _halo(c, bx, y - 15, bw, 30)
+        c.circle(sx, y, 4, kind="stream")
+        box = c.box(bx, y - 15, bw, 30, label, kind="norm", size=13)
+        c.arrow(sx + 4, y, bx, y)
+        return box
+
     # attention: ln_1, then attn, added back to the stream
-    tap1 = 214
-    if llama:
-        _halo(c, bx, tap1 - 15, bw, 30)
-    c.circle(sx, tap1, 4, kind="stream")
-    ln1 = c.box(bx, tap1 - 15, bw, 30, f"ln_1: {norm}", kind="norm", size=13)
-    c.arrow(sx + 4, tap1, bx, tap1)
+    ln1 = norm_tap(214, f"ln_1: {norm}")
     attn_text = (
         "attn: causal self-attention\nRoPE: q and k turned by position\n"
         "GQA: fewer key/value heads, each\nshared by a group of query heads"
@@ -68,12 +72,7 @@ def _column(c: Canvas, x0: float, width: float, llama: bool) -> None:
     c.arrow(ln1.cx, ln1.bottom, attn.cx, attn.y)
     add_back(attn, attn.cy)
     # feed-forward: ln_2, then the MLP, added back
-    tap2 = 356
-    if llama:
-        _halo(c, bx, tap2 - 15, bw, 30)
-    c.circle(sx, tap2, 4, kind="stream")
-    ln2 = c.box(bx, tap2 - 15, bw, 30, f"ln_2: {norm}", kind="norm", size=13)
-    c.arrow(sx + 4, tap2, bx, tap2)
+    ln2 = norm_tap(356, f"ln_2: {norm}")
     if llama:
         _halo(c, bx, 390, bw, 140)
         half = (bw - 10) / 2
